@@ -1,0 +1,71 @@
+"""The topographic loss of one layer (paper eq. 1), computed with `keras.ops` only.
+
+For one sample, `y` flattened to `(C, HW)` gives `S_ij = <y_i, y_j> / max(|y_i| |y_j|, eps)`
+and the loss is the mean over pairs `i < j` of `(S_ij - T_ij)^2` with `T_ij = 1 / (d_ij + 1)`;
+the layer loss is its mean over the batch.
+
+Two exact evaluations, picked from the static shape so that the largest intermediate is the
+smaller Gram matrix:
+- `C <= HW`: the `(B, C, C)` similarities directly, summed over the upper triangle.
+- `C > HW`: no `(B, C, C)` tensor at all. With `Yh_b` the `(C, HW)` channel-normalised output,
+  `sum_{i<j} (S - T)_ij^2 = (|S|_F^2 - 2 <S, T> + |T|_F^2 - sum_i (S_ii - 1)^2) / 2`, where
+  `|S_b|_F = |Yh_b^T Yh_b|_F` uses the `(HW, HW)` Gram and `sum_b <S_b, T> = <Z^T Z, T>` is one
+  `(C, C)` product over the whole batch (`Z` = all samples' `Yh_b^T` stacked, `(B*HW, C)`).
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_topo import positions as positions_lib
+
+EPS = 1e-8
+
+
+def topographic_loss(y, positions=None, target=None, distance="euclidean",
+                     data_format="channels_last"):
+    """Topographic loss of a conv output, a float32 scalar.
+
+    Args:
+        y: conv output before activation, `(B, H, W, C)` (or `(B, C, H, W)` with
+            `data_format="channels_first"`); any float dtype, accumulated in float32.
+        positions: channel positions `(C, dim)`; or give `target` instead.
+        target: precomputed `T = 1 / (d + 1)`, `(C, C)`.
+        distance: "euclidean" or "l1" (with `positions`).
+        data_format: "channels_last" or "channels_first".
+    """
+    if (positions is None) == (target is None):
+        raise ValueError("topographic_loss: give exactly one of `positions` or `target`.")
+    if target is None:
+        target = positions_lib.target_similarity(positions, distance)
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"Unknown data_format {data_format!r}.")
+    y = ops.cast(y, "float32")
+    if data_format == "channels_first":
+        y = ops.moveaxis(y, 1, -1)
+    channels = y.shape[-1]
+    if target.shape != (channels, channels):
+        raise ValueError(
+            f"target/positions describe {target.shape[0]} channels but the output has {channels}."
+        )
+    y = ops.reshape(y, (ops.shape(y)[0], -1, channels))  # (B, HW, C)
+    pixels = y.shape[1]
+    # Dividing by max(|y_i|, sqrt(eps)) equals the eps on the norms' product whenever both
+    # norms exceed 1e-4, and maps an all-zero channel to S_ij = 0 with a finite gradient.
+    norms = ops.sqrt(ops.sum(ops.square(y), axis=1, keepdims=True))
+    y_hat = y / ops.maximum(norms, float(np.sqrt(EPS)))
+    target_t = ops.convert_to_tensor(target, "float32")
+    pairs = channels * (channels - 1) / 2
+    batch = ops.cast(ops.shape(y)[0], "float32")
+    if pixels is None or channels <= pixels:
+        sim = ops.einsum("bpi,bpj->bij", y_hat, y_hat)  # (B, C, C)
+        upper = ops.convert_to_tensor(np.triu(np.ones((channels, channels)), 1), "float32")
+        total = ops.sum(upper * ops.square(sim - target_t))
+    else:
+        gram = ops.einsum("bpc,bqc->bpq", y_hat, y_hat)  # (B, HW, HW)
+        sim_sq = ops.sum(ops.square(gram))
+        flat = ops.reshape(y_hat, (-1, channels))
+        sim_dot_target = ops.sum(ops.matmul(ops.transpose(flat), flat) * target_t)
+        diag = ops.sum(ops.square(ops.sum(ops.square(y_hat), axis=1) - 1.0))
+        target_sq = float(np.sum(np.square(target, dtype="float64")))
+        total = (sim_sq - 2.0 * sim_dot_target + batch * target_sq - diag) / 2.0
+    return total / (batch * pairs)
