@@ -43,15 +43,13 @@ def make_topographic(
     def clone_layer(layer):
         config = layer.get_config()
         if id(layer) in chosen_ids:
-            return TopographicConv2D.from_config(
-                {
-                    **config,
-                    "topography": topography,
-                    "dimension": dimension,
-                    "distance": distance,
-                    "topographic_weight": per_layer,
-                    "nested_factor": nested_factor,
-                }
+            return TopographicConv2D(
+                **config,
+                topography=topography,
+                dimension=dimension,
+                distance=distance,
+                topographic_weight=per_layer,
+                nested_factor=nested_factor,
             )
         return layer.__class__.from_config(config)
 

@@ -86,6 +86,23 @@ class TopographicConv2D(keras.layers.Conv2D):
             return self.activation(outputs)
         return outputs
 
+    def save_own_variables(self, store):
+        super().save_own_variables(store)  # "0": kernel, "1": bias
+        store[str(len(self._conv_variables()))] = self.topographic_loss_value
+
+    def load_own_variables(self, store):
+        # Conv2D checks that the store holds exactly its variables; the logged loss is
+        # training state, so weights saved without it (e.g. from a plain Conv2D) load too.
+        conv_variables = self._conv_variables()
+        for index, variable in enumerate(conv_variables):
+            variable.assign(store[str(index)])
+        extra = str(len(conv_variables))
+        if extra in store.keys():
+            self.topographic_loss_value.assign(store[extra])
+
+    def _conv_variables(self):
+        return [self._kernel, self.bias] if self.use_bias else [self._kernel]
+
     def get_config(self):
         config = super().get_config()
         config.update(

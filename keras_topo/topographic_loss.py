@@ -21,8 +21,9 @@ from keras_topo import positions as positions_lib
 EPS = 1e-8
 
 
-def topographic_loss(y, positions=None, target=None, distance="euclidean",
-                     data_format="channels_last"):
+def topographic_loss(
+    y, positions=None, target=None, distance="euclidean", data_format="channels_last"
+):
     """Topographic loss of a conv output, a float32 scalar.
 
     Args:
@@ -51,8 +52,9 @@ def topographic_loss(y, positions=None, target=None, distance="euclidean",
     pixels = y.shape[1]
     # Dividing by max(|y_i|, sqrt(eps)) equals the eps on the norms' product whenever both
     # norms exceed 1e-4, and maps an all-zero channel to S_ij = 0 with a finite gradient.
-    norms = ops.sqrt(ops.sum(ops.square(y), axis=1, keepdims=True))
-    y_hat = y / ops.maximum(norms, float(np.sqrt(EPS)))
+    # The clamp sits inside the sqrt so that a zero channel's gradient is 0, not 0 * inf.
+    norms = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=1, keepdims=True), EPS))
+    y_hat = y / norms
     target_t = ops.convert_to_tensor(target, "float32")
     pairs = channels * (channels - 1) / 2
     batch = ops.cast(ops.shape(y)[0], "float32")
