@@ -1,0 +1,120 @@
+"""Cost of a model: parameters, multiply-accumulates and measured latency, and comparisons."""
+
+import time
+
+import keras
+import numpy as np
+
+
+def count_params(model):
+    """Number of trainable parameters (as torch's `sum(p.numel())`; BN statistics excluded)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def count_macs(model):
+    """Multiply-accumulates of one example's forward pass, counted from the layers' shapes.
+
+    Counted: `Conv2D` (`H' W' C_out kh kw C_in / groups`), `DepthwiseConv2D`
+    (`H' W' C_out kh kw`), `SeparableConv2D` (its depthwise and pointwise parts), `Dense`
+    (`positions * C_in * units`), recursively inside nested models. Other layers (batch norm,
+    activations, pooling, additions) are not counted, as in the usual MAC tables. Needs a model
+    with a static input shape.
+    """
+    if isinstance(model, keras.Sequential):
+        model = keras.Model(model.inputs[0], model.outputs[0])
+    total = 0
+    # Functional models keep their graph in `_nodes_by_depth` (what `clone_model` walks too).
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is None or node.is_input:
+                continue
+            if isinstance(node.operation, keras.Model):
+                total += count_macs(node.operation)
+                continue
+            total += _layer_macs(node.operation, node.input_tensors[0].shape, node.outputs[0].shape)
+    return int(total)
+
+
+def _layer_macs(layer, in_shape, out_shape):
+    counted = (
+        keras.layers.Conv2D,
+        keras.layers.DepthwiseConv2D,
+        keras.layers.SeparableConv2D,
+        keras.layers.Dense,
+    )
+    if not isinstance(layer, counted):
+        return 0
+    if any(d is None for d in (*in_shape[1:], *out_shape[1:])):
+        raise ValueError(
+            f"count_macs needs static shapes; layer {layer.name!r} sees {in_shape} -> "
+            f"{out_shape}. Build the model with a fixed input shape, e.g. (32, 32, 3)."
+        )
+    positions = int(np.prod(out_shape[1:-1]))
+    c_in, c_out = in_shape[-1], out_shape[-1]
+    if isinstance(layer, keras.layers.Dense):
+        return positions * c_in * c_out
+    taps = int(np.prod(layer.kernel_size))
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return positions * c_out * taps
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        depth = c_in * layer.depth_multiplier
+        return positions * depth * (taps + c_out)
+    return positions * c_out * taps * c_in // layer.groups
+
+
+def measure_latency(model, batch_size=32, repeats=20, warmup=3):
+    """Median seconds of `model.predict_on_batch` on one random batch `(batch_size, ...)`."""
+    return _latencies([model], batch_size, repeats, warmup)[0]
+
+
+def compare(model_a, model_b, batch_size=32, repeats=20, warmup=3, print_table=False):
+    """Parameters, MACs and latency of two models (e.g. unpruned and pruned), with ratios b / a.
+
+    Latencies are medians over `repeats` interleaved timings (a, b, a, b, ...) of
+    `predict_on_batch` on a random batch, so both models see the same machine load;
+    `repeats=0` skips the timing.
+
+    Returns:
+        dict with `params_a`, `params_b`, `params_ratio`, `macs_a`, `macs_b`, `macs_ratio`
+        (MACs per example) and, when timed, `latency_a`, `latency_b` (seconds per batch),
+        `latency_ratio`.
+    """
+    result = {}
+    for key, count in (("params", count_params), ("macs", count_macs)):
+        a, b = count(model_a), count(model_b)
+        result.update({f"{key}_a": a, f"{key}_b": b, f"{key}_ratio": b / a})
+    if repeats:
+        a, b = _latencies([model_a, model_b], batch_size, repeats, warmup)
+        result.update({"latency_a": a, "latency_b": b, "latency_ratio": b / a})
+    if print_table:
+        print(format_comparison(result, model_a.name, model_b.name))
+    return result
+
+
+def format_comparison(result, name_a="a", name_b="b"):
+    """A text table of a `compare` result."""
+    rows = [("params", "params", "{:,}", 1), ("MACs", "macs", "{:,}", 1)]
+    if "latency_a" in result:
+        rows.append(("latency (ms)", "latency", "{:.2f}", 1e3))
+    lines = [f"{'':12} {name_a:>16} {name_b:>16} {'b / a':>7}"]
+    for label, key, fmt, scale in rows:
+        a, b = (fmt.format(result[f"{key}_{s}"] * scale) for s in "ab")
+        lines.append(f"{label:12} {a:>16} {b:>16} {result[key + '_ratio']:7.3f}")
+    return "\n".join(lines)
+
+
+def _latencies(models, batch_size, repeats, warmup):
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.standard_normal((batch_size, *m.inputs[0].shape[1:])).astype("float32") for m in models
+    ]
+    for model, x in zip(models, batches, strict=True):
+        for _ in range(warmup):
+            model.predict_on_batch(x)
+    times = [[] for _ in models]
+    for _ in range(repeats):
+        for model, x, record in zip(models, batches, times, strict=True):
+            start = time.perf_counter()
+            model.predict_on_batch(x)
+            record.append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
