@@ -1,6 +1,9 @@
-"""keras-topo: topographic convolutional networks for Keras 3."""
+"""keras-topo: topographic convolutional networks for Keras 3.
 
-from keras_topo import positions
+`keras_topo.data` (tf.data pipelines, needs TensorFlow) is imported on demand.
+"""
+
+from keras_topo import applications, positions, pruning
 from keras_topo.conversion import make_topographic
 from keras_topo.topographic_conv2d import TopographicConv2D
 from keras_topo.topographic_loss import topographic_loss
@@ -11,8 +14,10 @@ __version__ = "0.1.0"
 __all__ = [
     "TopographicConv2D",
     "TopographicLossLogger",
+    "applications",
     "make_topographic",
     "positions",
+    "pruning",
     "topographic_layers",
     "topographic_loss",
     "__version__",

@@ -1,20 +1,32 @@
 """Data-parallel training through the engines Keras already provides, one name per backend.
 
-| name                       | jax                             | tensorflow                           | torch        |
-|----------------------------|---------------------------------|--------------------------------------|--------------|
-| `none`                     | one device                      | default strategy (one device)        | one device   |
-| `data_parallel`/`mirrored` | `keras.distribution.DataParallel` | `tf.distribute.MirroredStrategy`   | ValueError   |
-| `multiworker`              | ValueError                      | `MultiWorkerMirroredStrategy` from `TF_CONFIG` | ValueError |
-| `auto`                     | `data_parallel` if > 1 device   | `multiworker` if `TF_CONFIG` is set, else `mirrored` if > 1 device | one device |
+- `none`: one device (TF: the default strategy).
+- `data_parallel` (synonym `mirrored`): all local devices of the default type (GPUs, else
+  CPUs; on TF logical CPUs count, see `tf.config.set_logical_device_configuration`), with
+  `keras.distribution.DataParallel` on JAX and `tf.distribute.MirroredStrategy` on TF.
+- `multiworker`: TF only, `tf.distribute.MultiWorkerMirroredStrategy` configured from the
+  `TF_CONFIG` environment variable. (On JAX, call `keras.distribution.initialize()` in every
+  process and use `data_parallel`, which then spans all processes' devices.)
+- `auto`: TF: `multiworker` if `TF_CONFIG` names several workers, else `data_parallel` if
+  there are several devices, else `none`; JAX: `data_parallel` if several devices, else
+  `none`; torch: `none`.
+On torch, `data_parallel`, `mirrored` and `multiworker` raise ValueError.
 
 Both engines keep one copy of the weights per device, split each global batch across the
 devices and average the gradients, so a step on `N` devices equals a step on one device on
 the same global batch (batch sizes stay global: give `fit` the same `batch_size`). Keras
 scales compiled losses and `add_loss` terms (the topographic loss) by `1 / N` per replica
 on TensorFlow, so they stay means over the global batch, not sums over replicas; on JAX the
-step is one global computation. Two caveats on TensorFlow: `BatchNormalization` uses each
-replica's own batch statistics unless built with `synchronized=True`, and the equality is
-exact only when the global batch divides evenly across replicas.
+step is one global computation (batch norm included). Checked on 4 CPU devices in
+tests/test_distribute.py. Caveats (Keras 3.15, TF 2.21):
+- JAX: every batch must divide by `N` (drop the last partial batch), or sharding fails.
+- TF: `BatchNormalization` uses each replica's own statistics unless `synchronized=True`;
+  and with `synchronized=True` after an `add_loss` layer, Keras loses all but one replica's
+  layer losses (layer losses are one Python list shared by the replica threads, and the
+  batch norm all-reduce interleaves them). Exact equality also needs a global batch that
+  divides evenly across replicas.
+- TF `multiworker`: the strategy must be created before any other TensorFlow work, and
+  Keras 3's `fit` under it currently fails (keras-team/keras#20585).
 
 The torch backend of Keras has no data-parallel engine (torch DDP needs a hand-written
 loop), so it trains on one device.
@@ -46,7 +58,9 @@ def distribution_scope(name="none"):
     Raises:
         ValueError: an unknown name, or a name the current backend cannot honour.
 
-    On exit the previous distribution (JAX) or strategy (TensorFlow) is current again.
+    Batch sizes stay global (on JAX every batch must divide by the replica count: drop the
+    last partial batch). On exit the previous distribution (JAX) or strategy (TensorFlow) is
+    current again.
     TensorFlow models remember their strategy, but JAX models read the current distribution
     when they train, so keep `fit` and `evaluate` inside the scope as well.
     """
@@ -126,9 +140,15 @@ def _make_engine(concrete):
     import tensorflow as tf
 
     if concrete == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        )
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy(
+                cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver()
+            )
+        except RuntimeError as error:
+            raise ValueError(
+                "distribute='multiworker' must be entered before any TensorFlow work in the "
+                f"process (building a model, a tf.data pipeline): {error}"
+            ) from None
     return tf.distribute.MirroredStrategy(devices=_tf_devices())
 
 

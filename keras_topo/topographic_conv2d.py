@@ -62,12 +62,18 @@ class TopographicConv2D(keras.layers.Conv2D):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.topographic_loss_value = self.add_weight(
-            shape=(),
-            initializer="zeros",
+        # A logging scalar, so `autocast=False` (on torch, assigning an autocast variable
+        # inside a mixed-precision call writes to a temporary cast copy and is lost) and
+        # `synchronization="on_read"` (each replica of a tf.distribute strategy writes its own
+        # copy with no cross-replica sync mid-forward; reading it gives the replicas' mean).
+        # `add_weight` has no `synchronization` argument, hence `keras.Variable`.
+        self.topographic_loss_value = keras.Variable(
+            0.0,
             dtype="float32",
             trainable=False,
+            autocast=False,
             aggregation="mean",
+            synchronization="on_read",
             name="topographic_loss_value",
         )
 
