@@ -1,0 +1,228 @@
+r"""The `keras-topo` command: train, sweep, report, prune, figures, demo.
+
+    keras-topo demo                                   # minutes on a CPU, no download
+    keras-topo train --dataset cifar10 --model resnet18 --topography grid --lambda 1 \
+        --seed 0 --data-dir DATA --out runs/cifar10-grid-s0
+    keras-topo sweep --dataset cifar10 --data-dir DATA --runs-dir runs \
+        --organisations baseline grid --lambdas 0.5 1 --seeds 0 1 2 3 4
+    keras-topo report runs
+    keras-topo prune --run runs/A --run runs/B --fractions 0:1:0.05 --criterion l2
+    keras-topo figures --run runs/A --run runs/B --out figures
+
+Every training knob defaults to the paper's recipe (`keras_topo.experiments.recipe`).
+"""
+
+import argparse
+import dataclasses
+import sys
+
+from keras_topo.experiments import datasets, recipe
+
+_DISTRIBUTE = ("none", "auto", "mirrored", "multiworker", "data_parallel")
+
+
+def main(argv=None):
+    """Entry point of the `keras-topo` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except ValueError as error:  # Bad input: one clear line, no traceback.
+        parser.exit(2, f"keras-topo {args.command}: error: {error}\n")
+    return 0
+
+
+def _train(args):
+    from keras_topo.experiments import run
+
+    result = run.train(_run_config(args, out=args.out))
+    _print_result(result, args.out)
+
+
+def _sweep(args):
+    from keras_topo.experiments import report, sweep
+
+    base = _run_config(args, out=args.runs_dir)
+    configs = sweep.grid(
+        base, args.runs_dir, args.models, args.organisations, args.lambdas, args.seeds
+    )
+    sweep.run_sweep(configs)
+    markdown, md_path, csv_path = report.write(args.runs_dir)
+    print(markdown)
+    print(f"Tables: {md_path} and {csv_path}")
+
+
+def _report(args):
+    from keras_topo.experiments import report
+
+    markdown, md_path, csv_path = report.write(args.runs_dir, args.out)
+    print(markdown)
+    print(f"Tables: {md_path} and {csv_path}")
+
+
+def _prune(args):
+    from keras_topo.experiments import prune_sweep
+
+    fractions = prune_sweep.parse_fractions(args.fractions)
+    for run_dir in args.run:
+        sweep = prune_sweep.prune_sweep(
+            run_dir,
+            fractions,
+            criterion=args.criterion,
+            mode=args.mode,
+            layers=args.layers,
+            seed=args.seed,
+            data_dir=args.data_dir,
+        )
+        stem = f"{run_dir}/pruning-{args.criterion}-{args.mode}"
+        print(f"{run_dir} ({sweep['organisation']}, layers {', '.join(sweep['layers'])}):")
+        for point in sweep["points"]:
+            print(f"  {100 * point['fraction']:5.1f}% pruned: {100 * point['accuracy']:6.2f}%")
+        print(f"  -> {stem}.json and {stem}.csv")
+
+
+def _figures(args):
+    from keras_topo.figures import draw_run_figures
+
+    paths = draw_run_figures(
+        args.out,
+        args.run or (),
+        layer=args.layer,
+        data_dir=args.data_dir,
+        max_batches=args.max_batches,
+    )
+    print("Figures:\n" + "\n".join(f"  {path}" for path in paths))
+
+
+def _demo(args):
+    from keras_topo import demo
+
+    demo.run_demo(args.out, epochs=args.epochs)
+
+
+def _run_config(args, out):
+    from keras_topo.experiments import run
+
+    fields = {f.name for f in dataclasses.fields(run.RunConfig)}
+    values = {key: value for key, value in vars(args).items() if key in fields}
+    return run.RunConfig(**{**values, "out": out})
+
+
+def _print_result(result, out):
+    test = ", ".join(f"{key} {value:.4f}" for key, value in sorted(result["test"].items()))
+    print(
+        f"{out}: {result['organisation']}, best epoch {result['best_epoch']} "
+        f"(val accuracy {result['best_val_accuracy']:.4f}); test: {test}"
+    )
+
+
+def _add_training_args(parser):
+    parser.add_argument("--dataset", choices=datasets.DATASETS, required=True)
+    parser.add_argument("--data-dir", help="folder holding the dataset (not for digits)")
+    parser.add_argument(
+        "--reduction",
+        choices=("mean", "sum"),
+        default="mean",
+        help="combine the layers' losses: lambda * mean (paper) or sum (reference code)",
+    )
+    parser.add_argument("--distance", choices=("euclidean", "l1"), default="euclidean")
+    parser.add_argument("--epochs", type=int, help="default: the paper's for the dataset")
+    parser.add_argument("--batch-size", type=int, default=recipe.BATCH_SIZE)
+    parser.add_argument("--learning-rate", type=float, default=recipe.LEARNING_RATE)
+    parser.add_argument("--momentum", type=float, default=recipe.MOMENTUM)
+    parser.add_argument("--weight-decay", type=float, default=recipe.WEIGHT_DECAY)
+    parser.add_argument(
+        "--weight-decay-mode",
+        choices=recipe.WEIGHT_DECAY_MODES,
+        default="coupled",
+        help="coupled: torch's SGD (wd*w added to the gradient, the paper's); "
+        "decoupled: Keras' SGD(weight_decay=)",
+    )
+    parser.add_argument("--warmup-fraction", type=float, default=recipe.WARMUP_FRACTION)
+    parser.add_argument("--train-subset", type=int, help="train on a fixed sample of N examples")
+    parser.add_argument("--width-multiplier", type=float, default=1.0)
+    parser.add_argument(
+        "--jit-compile",
+        choices=("default", "auto", "true", "false"),
+        default="default",
+        help="default: False on CPU, 'auto' on accelerators",
+    )
+    parser.add_argument("--distribute", choices=_DISTRIBUTE, default="none")
+    parser.add_argument(
+        "--verbose",
+        default="auto",
+        type=_verbosity,
+        help="Keras progress: auto, 0, 1 (bar) or 2 (one line per epoch)",
+    )
+
+
+def _verbosity(text):
+    return text if text == "auto" else int(text)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-topo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train (or resume) one run")
+    _add_training_args(train)
+    train.add_argument("--model", choices=("resnet18", "vgg16", "densenet121"), default="resnet18")
+    train.add_argument(
+        "--topography",
+        choices=("grid", "nested", "circle", "sphere", "line"),
+        help="position scheme; omit for the baseline",
+    )
+    train.add_argument("--dimension", type=int)
+    train.add_argument("--lambda", dest="topographic_weight", type=float, default=1.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="the run's folder")
+    train.set_defaults(handler=_train)
+
+    sweep = commands.add_parser("sweep", help="train the missing runs of a grid, then report")
+    _add_training_args(sweep)
+    sweep.add_argument("--models", nargs="+", default=["resnet18"])
+    sweep.add_argument(
+        "--organisations",
+        nargs="+",
+        default=["baseline", "grid"],
+        help="'baseline' and schemes, optionally with a dimension: grid-3d",
+    )
+    sweep.add_argument("--lambdas", nargs="+", type=float, default=[1.0])
+    sweep.add_argument("--seeds", nargs="+", type=int, default=[0])
+    sweep.add_argument("--runs-dir", required=True)
+    sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser("report", help="Markdown + CSV tables of the runs in a folder")
+    report.add_argument("runs_dir")
+    report.add_argument("--out", help="where to write results.md/.csv (default: runs_dir)")
+    report.set_defaults(handler=_report)
+
+    prune = commands.add_parser("prune", help="test accuracy of trained runs pruned at fractions")
+    prune.add_argument("--run", action="append", required=True, help="a run folder (repeatable)")
+    prune.add_argument("--fractions", default="0:1:0.05", help="start:stop:step or a,b,c")
+    prune.add_argument("--criterion", choices=("l2", "l1", "random"), default="l2")
+    prune.add_argument("--mode", choices=("mask", "remove"), default="mask")
+    prune.add_argument("--layers", nargs="+", help="default: the topographic layers (or twin's)")
+    prune.add_argument("--seed", type=int, default=0, help="for --criterion random")
+    prune.add_argument("--data-dir", help="default: the run's")
+    prune.set_defaults(handler=_prune)
+
+    figures = commands.add_parser("figures", help="PNG figures: schemes, topography, pruning")
+    figures.add_argument("--run", action="append", help="a run folder (repeatable)")
+    figures.add_argument("--out", required=True)
+    figures.add_argument("--layer", help="default: the last topographic layer")
+    figures.add_argument("--data-dir", help="default: the run's")
+    figures.add_argument("--max-batches", type=int, help="test batches to analyse (default: all)")
+    figures.set_defaults(handler=_figures)
+
+    demo = commands.add_parser("demo", help="a small end-to-end run on scikit-learn's digits")
+    demo.add_argument("--out", default="keras-topo-demo")
+    demo.add_argument("--epochs", type=int, default=10)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Accuracy of a trained run's best checkpoint pruned at a range of fractions (paper Fig. 3).
+
+No retraining: each fraction prunes that fraction of the output channels of the chosen layers
+(`keras_topo.pruning.prune_channels`) and evaluates on the test split. A baseline has no
+topographic layers, so by default it is pruned at the layers its topographic twin would have
+(the paper compares the two at the same layers). Results go to
+`<run>/pruning-<criterion>-<mode>.json` and `.csv`.
+"""
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_topo.experiments import datasets, results, run
+from keras_topo.topographic_loss_logger import topographic_layers
+
+
+def parse_fractions(text):
+    """ "start:stop:step" (stop excluded, like `range`) or "a,b,c" -> sorted list of floats.
+
+    Every fraction must lie in [0, 1): "0:1:0.05" gives 0, 0.05, ..., 0.95.
+    """
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            start, stop, step = (float(part) for part in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            count = int(np.ceil((stop - start) / step - 1e-9))
+            fractions = [round(start + i * step, 6) for i in range(max(count, 0))]
+        else:
+            fractions = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"fractions {text!r}: use 'start:stop:step' (e.g. 0:1:0.05) or a list like "
+            "'0,0.25,0.5'."
+        ) from None
+    if not fractions or any(not 0.0 <= f < 1.0 for f in fractions):
+        raise ValueError(f"fractions {text!r}: give at least one, each in [0, 1).")
+    return sorted(set(fractions))
+
+
+def run_config(run_dir):
+    """The `RunConfig` of a run folder (from `result.json`, else `config.json`)."""
+    run_dir = Path(run_dir)
+    result = results.read(run_dir)
+    if result is not None:
+        config = result["config"]
+    elif (run_dir / "config.json").exists():
+        config = json.loads((run_dir / "config.json").read_text())
+    else:
+        raise ValueError(f"{run_dir} is not a run folder (no result.json or config.json).")
+    return run.RunConfig(**config)
+
+
+def twin_layers(config, input_shape, num_classes):
+    """Names of the layers a topographic model of `config`'s architecture makes topographic."""
+    twin = dataclasses.replace(config, topography="grid", dimension=None)
+    return [
+        layer.name for layer in topographic_layers(run.build_model(twin, input_shape, num_classes))
+    ]
+
+
+def prune_sweep(
+    run_dir,
+    fractions,
+    criterion="l2",
+    mode="mask",
+    layers=None,
+    seed=0,
+    data_dir=None,
+    batch_size=None,
+    log=print,
+):
+    """Evaluates the run's `best.keras` pruned at each fraction; writes and returns the results.
+
+    Args:
+        run_dir: a finished run's folder.
+        fractions: list of floats in [0, 1), or a string for `parse_fractions`.
+        criterion, mode, seed: as `keras_topo.pruning.prune_channels` ("mask" is the paper's
+            zeroed filters; "remove" gives the same outputs from a smaller model).
+        layers: layer names to prune; None = the model's topographic layers, or its
+            topographic twin's for a baseline.
+        data_dir, batch_size: override the run's (e.g. data moved since training).
+
+    Returns:
+        dict with `run`, `organisation`, `criterion`, `mode`, `layers` and `points`, one
+        `{"fraction", "accuracy", "loss", "params", ...}` per fraction.
+    """
+    from keras_topo import pruning
+
+    run_dir = Path(run_dir)
+    if isinstance(fractions, str):
+        fractions = parse_fractions(fractions)
+    config = run_config(run_dir)
+    data_dir = data_dir or config.data_dir
+    batch_size = batch_size or config.batch_size
+    checkpoint = run_dir / "best.keras"
+    if not checkpoint.exists():
+        raise ValueError(f"{run_dir} has no best.keras: train the run first.")
+    model = keras.saving.load_model(checkpoint, compile=False)
+    if layers is None:
+        layers = [layer.name for layer in topographic_layers(model)]
+        if not layers:
+            split = datasets.load(config.dataset, "validation", data_dir, batch_size)
+            layers = twin_layers(config, split.input_shape, split.num_classes)
+    points = []
+    for fraction in fractions:
+        pruned = pruning.prune_channels(
+            model, fraction, criterion=criterion, layers=layers, mode=mode, seed=seed
+        )
+        run.compile_model(pruned, run.resolve_jit_compile(config.jit_compile))
+        metrics = datasets.evaluate(pruned, config.dataset, "test", data_dir, batch_size)
+        points.append({"fraction": fraction, **metrics, "params": pruned.count_params()})
+        log(f"{run_dir.name}: fraction {fraction:.2f} -> test accuracy {metrics['accuracy']:.4f}")
+    sweep = {
+        "run": str(run_dir),
+        "organisation": results.organisation(dataclasses.asdict(config)),
+        "criterion": criterion,
+        "mode": mode,
+        "seed": seed,
+        "layers": list(layers),
+        "points": points,
+    }
+    _write(run_dir / f"pruning-{criterion}-{mode}", sweep)
+    return sweep
+
+
+def _write(stem, sweep):
+    stem.with_suffix(".json").write_text(json.dumps(sweep, indent=2))
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(sweep["points"][0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sweep["points"])

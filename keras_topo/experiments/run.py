@@ -1,0 +1,303 @@
+"""One training run of the paper's recipe: fit, keep the best checkpoint, test it, record it.
+
+A run lives in its own folder `out/`:
+
+- `config.json`: the `RunConfig`; `result.json`: see `keras_topo.experiments.results`.
+- `best.keras`: the model at the epoch of best validation accuracy (`ModelCheckpoint`).
+- `log.csv` (`CSVLogger`, one row per finished epoch, `topo_loss/<layer>` included) and
+  `tensorboard/` (`TensorBoard`).
+- `backup/` until the run is finished (`BackupAndRestore`, saved at each epoch's end): an
+  interrupted run, killed even mid-epoch, resumes from its last finished epoch when the same
+  command runs again. A finished run (`result.json` with status "complete") is not retrained.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import keras
+
+from keras_topo import positions
+from keras_topo.experiments import datasets, recipe, results
+from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
+
+MODELS = ("resnet18", "vgg16", "densenet121")
+JIT_CHOICES = ("default", "auto", "true", "false")
+# Fields that do not change what is trained: a resumed run may differ in these.
+_BOOKKEEPING = ("data_dir", "out", "verbose", "distribute", "jit_compile")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that defines a run (`topography=None` is the baseline).
+
+    `epochs=None` takes the paper's epochs for the dataset (`recipe.EPOCHS`). `jit_compile`:
+    "default" picks False on CPU (XLA convolutions are ~12x slower there) and "auto" where an
+    accelerator is present.
+    """
+
+    dataset: str = "digits"
+    model: str = "resnet18"
+    topography: str | None = None
+    dimension: int | None = None
+    topographic_weight: float = 1.0
+    reduction: str = "mean"
+    distance: str = "euclidean"
+    seed: int = 0
+    data_dir: str | None = None
+    out: str = "runs/run"
+    epochs: int | None = None
+    batch_size: int = recipe.BATCH_SIZE
+    learning_rate: float = recipe.LEARNING_RATE
+    momentum: float = recipe.MOMENTUM
+    weight_decay: float = recipe.WEIGHT_DECAY
+    weight_decay_mode: str = "coupled"
+    warmup_fraction: float = recipe.WARMUP_FRACTION
+    train_subset: int | None = None
+    width_multiplier: float = 1.0
+    jit_compile: str = "default"
+    distribute: str = "none"
+    verbose: str | int = "auto"
+
+    def __post_init__(self):
+        if self.dataset not in datasets.DATASETS:
+            raise ValueError(f"dataset must be one of {datasets.DATASETS}, got {self.dataset!r}.")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}.")
+        if self.weight_decay_mode not in recipe.WEIGHT_DECAY_MODES:
+            raise ValueError(
+                f"weight_decay_mode must be one of {recipe.WEIGHT_DECAY_MODES}, "
+                f"got {self.weight_decay_mode!r}."
+            )
+        if self.topography is not None and self.topography not in positions.SCHEME_DIMENSIONS:
+            raise ValueError(
+                f"topography must be None (baseline) or one of "
+                f"{sorted(positions.SCHEME_DIMENSIONS)}, got {self.topography!r}."
+            )
+        if str(self.jit_compile).lower() not in JIT_CHOICES:
+            raise ValueError(f"jit_compile must be one of {JIT_CHOICES}, got {self.jit_compile!r}.")
+        if self.epochs is None:
+            self.epochs = recipe.EPOCHS[self.dataset]
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+
+
+def build_model(config, input_shape, num_classes):
+    """The application named by `config.model`, topographic or not, uncompiled."""
+    from keras_topo import applications
+
+    builder = {
+        "resnet18": applications.ResNet18,
+        "vgg16": applications.VGG16,
+        "densenet121": applications.DenseNet121,
+    }[config.model]
+    return builder(
+        input_shape,
+        num_classes,
+        topography=config.topography,
+        dimension=config.dimension,
+        distance=config.distance,
+        topographic_weight=config.topographic_weight,
+        reduction=config.reduction,
+        width_multiplier=config.width_multiplier,
+    )
+
+
+def resolve_jit_compile(choice):
+    """`jit_compile` for `Model.compile`: "default" -> False on CPU, "auto" on an accelerator."""
+    choice = str(choice).lower()
+    if choice == "default":
+        return "auto" if has_accelerator() else False
+    return {"auto": "auto", "true": True, "false": False}[choice]
+
+
+def has_accelerator():
+    """Whether the current backend sees a GPU/TPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(
+            tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        )
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def compile_model(model, jit_compile=False, optimizer="sgd"):
+    """Compiles `model` (logits out) with cross-entropy and accuracy; returns it.
+
+    The default optimizer is a placeholder for models that are only evaluated.
+    """
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def distribution_scope(name):
+    """`keras_topo.distribute.distribution_scope(name)`, imported only when asked for."""
+    if name == "none":
+        return contextlib.nullcontext()
+    from keras_topo import distribute
+
+    return distribute.distribution_scope(name)
+
+
+def train(config, callbacks=()):
+    """Runs (or resumes, or returns the finished) run described by `config`; returns its result.
+
+    `callbacks` are appended to the runner's own (after the bookkeeping ones).
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_or_check_config(out, config)
+    finished = results.read(out)
+    if finished is not None and finished.get("status") == "complete":
+        return finished
+    start = time.time()
+    keras.utils.set_random_seed(config.seed)
+    jit_compile = resolve_jit_compile(config.jit_compile)
+    train_split = _load(config, "train", subset=config.train_subset)
+    validation = _load(config, "validation").dataset
+    _load(config, "test")  # Fails now, not after training, if the test split is missing.
+    steps = int(train_split.dataset.cardinality())
+    if steps < 1:
+        raise ValueError(
+            f"dataset {config.dataset!r}: the training split's number of batches is unknown or "
+            f"zero (cardinality {steps}); the learning-rate schedule needs it."
+        )
+    with distribution_scope(config.distribute):
+        model = build_model(config, train_split.input_shape, train_split.num_classes)
+        optimizer = recipe.make_optimizer(
+            steps,
+            config.epochs,
+            learning_rate=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            weight_decay_mode=config.weight_decay_mode,
+            warmup_fraction=config.warmup_fraction,
+        )
+        compile_model(model, jit_compile, optimizer)
+        bookkeeping = [
+            TopographicLossLogger(),
+            keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
+            keras.callbacks.ModelCheckpoint(
+                str(out / "best.keras"),
+                monitor="val_accuracy",
+                mode="max",
+                save_best_only=True,
+                initial_value_threshold=_best_logged(out / "log.csv"),
+            ),
+            *_tensorboard(out / "tensorboard"),
+            # Last, so that a backed-up epoch always has its log row and checkpoint.
+            # Kept after `fit` (removed once result.json is written), so that a crash during
+            # the test evaluation resumes with zero epochs left rather than retraining.
+            keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+        ]
+        model.fit(
+            train_split.dataset,
+            validation_data=validation,
+            epochs=config.epochs,
+            callbacks=bookkeeping + list(callbacks),
+            verbose=config.verbose,
+            shuffle=False,  # The tf.data pipeline shuffles the training split itself.
+        )
+        best = compile_model(
+            keras.saving.load_model(out / "best.keras", compile=False), jit_compile
+        )
+        test = datasets.evaluate(best, config.dataset, "test", config.data_dir, config.batch_size)
+    result = results.make(
+        config=dataclasses.asdict(config),
+        epochs=read_log(out / "log.csv"),
+        test=test,
+        topographic_layers=[layer.name for layer in topographic_layers(model)],
+        params=model.count_params(),
+        jit_compile=jit_compile,
+        wall_time_s=time.time() - start,
+    )
+    results.write(out, result)
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    return result
+
+
+def _tensorboard(log_dir):
+    """`[TensorBoard(log_dir)]`, or `[]` with a warning when tensorboard is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        warnings.warn(
+            "tensorboard is not installed: no TensorBoard logs for this run "
+            "(pip install tensorboard, or keras-topo[experiments]).",
+            stacklevel=3,
+        )
+        return []
+    return [keras.callbacks.TensorBoard(str(log_dir))]
+
+
+def read_log(path):
+    """The CSV log's rows as dicts of floats, one per epoch (a re-run epoch keeps its last row)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
+    return [
+        {
+            key: int(value) if key == "epoch" else float(value)
+            for key, value in rows[epoch].items()
+            if value not in ("", None)
+        }
+        for epoch in sorted(rows)
+    ]
+
+
+def _best_logged(log_path):
+    """Best validation accuracy logged so far, so that a resumed run keeps a better checkpoint."""
+    accuracies = [row["val_accuracy"] for row in read_log(log_path) if "val_accuracy" in row]
+    return max(accuracies) if accuracies else None
+
+
+def _load(config, split, subset=None):
+    return datasets.load(
+        config.dataset,
+        split,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        subset=subset,
+    )
+
+
+def _write_or_check_config(out, config):
+    path = out / "config.json"
+    current = dataclasses.asdict(config)
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(
+            key
+            for key in set(previous) | set(current)
+            if key not in _BOOKKEEPING and previous.get(key) != current.get(key)
+        )
+        if changed:
+            raise ValueError(
+                f"{out} holds a run with a different configuration ({', '.join(changed)} "
+                "differ); give another --out, or delete the folder to start over."
+            )
+    path.write_text(json.dumps(current, indent=2))

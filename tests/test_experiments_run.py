@@ -1,0 +1,192 @@
+"""The runner on tiny digits runs: files, result.json, best checkpoint, resume after a kill."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_topo import TopographicConv2D
+from keras_topo.experiments import digits, results, run
+
+TINY = dict(
+    dataset="digits", epochs=2, batch_size=32, train_subset=64, width_multiplier=0.125, verbose=0
+)
+
+
+class BatchCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+class KillInEpoch(keras.callbacks.Callback):
+    """Simulates a kill: raises after `after` batches of epoch index `epoch`."""
+
+    def __init__(self, epoch, after):
+        super().__init__()
+        self.epoch, self.after, self.current = epoch, after, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch + 1 >= self.after:
+            raise KeyboardInterrupt("killed")
+
+
+def small_model(config, input_shape, num_classes):
+    """A two-conv stand-in for ResNet-18 (these tests are about the runner, not the model)."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    if config.topography is None:
+        conv = keras.layers.Conv2D(8, 3, padding="same", name="conv2")
+    else:
+        conv = TopographicConv2D(
+            8,
+            3,
+            padding="same",
+            topography=config.topography,
+            topographic_weight=config.topographic_weight,
+            name="conv2",
+        )
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(conv(x)))
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _small_models():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "build_model", small_model)
+        yield
+
+
+def _log_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "grid"
+    config = run.RunConfig(**TINY, topography="grid", topographic_weight=0.5, out=str(out))
+    return config, run.train(config)
+
+
+def test_run_writes_its_files_and_a_complete_result(finished):
+    config, result = finished
+    out = config.out
+    for name in ("config.json", "result.json", "best.keras", "log.csv", "tensorboard"):
+        assert (run.Path(out) / name).exists(), name
+    assert not (run.Path(out) / "backup").exists()
+    assert result == json.loads((run.Path(out) / "result.json").read_text())
+    assert result["status"] == "complete" and result["organisation"] == "grid-2d"
+    assert result["reduction"] == "mean" and result["backend"] == keras.backend.backend()
+    assert result["config"]["topographic_weight"] == 0.5
+    assert result["jit_compile"] is False  # CPU default
+    assert [row["epoch"] for row in result["epochs"]] == [0, 1]
+    assert {"python", "keras", "numpy", "keras_topo"} <= set(result["versions"])
+    rows = _log_rows(run.Path(out) / "log.csv")
+    val = [float(row["val_accuracy"]) for row in rows]
+    assert result["best_val_accuracy"] == pytest.approx(max(val))
+    assert result["best_epoch"] == int(np.argmax(val))
+    layers = result["topographic_layers"]
+    assert layers == ["conv2"] and set(result["topographic_loss"]) == set(layers)
+    best_row = rows[result["best_epoch"]]
+    for name in layers:
+        assert result["topographic_loss"][name] == pytest.approx(
+            float(best_row[f"topo_loss/{name}"])
+        )
+
+
+def test_test_metrics_are_those_of_the_best_checkpoint(finished):
+    config, result = finished
+    model = keras.saving.load_model(run.Path(config.out) / "best.keras")
+    images, labels = digits.arrays("test")
+    predictions = np.argmax(keras.ops.convert_to_numpy(model.predict(images, verbose=0)), -1)
+    assert result["test"]["accuracy"] == pytest.approx(np.mean(predictions == labels), abs=1e-6)
+
+
+def test_a_finished_run_is_returned_not_retrained(finished):
+    config, result = finished
+    counter = BatchCounter()
+    assert run.train(config, callbacks=[counter]) == result
+    assert counter.batches == 0
+
+
+def test_killed_mid_epoch_resumes_from_its_last_finished_epoch(tmp_path):
+    config = run.RunConfig(**{**TINY, "epochs": 3}, out=str(tmp_path / "base"))
+    steps = 2  # 64 examples, batch 32
+    with pytest.raises(KeyboardInterrupt):
+        run.train(config, callbacks=[KillInEpoch(epoch=1, after=1)])
+    assert results.read(config.out) is None
+    first = _log_rows(tmp_path / "base" / "log.csv")
+    assert [row["epoch"] for row in first] == ["0"]  # epoch 1 was killed mid-way
+    counter = BatchCounter()
+    result = run.train(config, callbacks=[counter])  # the same command again
+    assert counter.batches == 2 * steps  # epochs 1 and 2 only; epoch 0 is not redone
+    rows = _log_rows(tmp_path / "base" / "log.csv")
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    assert rows[0] == first[0]
+    assert [row["epoch"] for row in result["epochs"]] == [0, 1, 2]
+    assert result["status"] == "complete"
+
+
+def test_a_crash_after_training_resumes_with_no_epoch_left(tmp_path):
+    config = run.RunConfig(**TINY, out=str(tmp_path / "late"))
+
+    class CrashAtEnd(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            raise KeyboardInterrupt("killed before the test evaluation")
+
+    with pytest.raises(KeyboardInterrupt):
+        run.train(config, callbacks=[CrashAtEnd()])
+    counter = BatchCounter()
+    result = run.train(config, callbacks=[counter])
+    assert counter.batches == 0 and len(result["epochs"]) == 2
+
+
+def test_a_folder_holding_another_run_is_refused(finished):
+    config, _ = finished
+    other = run.RunConfig(**{**TINY, "seed": 7}, out=str(run.Path(config.out).parent / "x"))
+    run.Path(other.out).mkdir()
+    (run.Path(other.out) / "config.json").write_text(json.dumps({**vars(other), "seed": 1}))
+    with pytest.raises(ValueError, match="seed"):
+        run.train(other)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="dataset"):
+        run.RunConfig(dataset="mnist")
+    with pytest.raises(ValueError, match="model"):
+        run.RunConfig(model="resnet50")
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        run.RunConfig(weight_decay_mode="adamw")
+    with pytest.raises(ValueError, match="jit_compile"):
+        run.RunConfig(jit_compile="maybe")
+    assert run.RunConfig(dataset="speechcommands").epochs == 12
+
+
+def test_jit_compile_default_is_off_on_cpu():
+    assert not run.has_accelerator()
+    assert run.resolve_jit_compile("default") is False
+    assert run.resolve_jit_compile("true") is True and run.resolve_jit_compile("auto") == "auto"
+
+
+def test_digits_splits_are_fixed_disjoint_and_stratified():
+    seen = {}
+    for split in digits.SPLITS:
+        images, labels = digits.arrays(split)
+        assert images.shape[1:] == digits.INPUT_SHAPE and images.dtype == np.float32
+        assert 0.0 <= images.min() and images.max() <= 1.0
+        assert np.bincount(labels, minlength=10).min() >= 0.09 * len(labels)
+        seen[split] = {row.tobytes() for row in images}
+    assert sum(len(digits.arrays(s)[1]) for s in digits.SPLITS) == 1797
+    # Disjoint as images (a few digits are exact duplicates in the source, so allow those).
+    assert len(seen["train"] & seen["test"]) <= 3 and len(seen["validation"] & seen["test"]) <= 3
+    again, _ = digits.arrays("test")
+    np.testing.assert_array_equal(again, digits.arrays("test")[0])
