@@ -50,19 +50,22 @@ def topographic_loss(
         )
     y = ops.reshape(y, (ops.shape(y)[0], -1, channels))  # (B, HW, C)
     pixels = y.shape[1]
-    # Dividing by max(|y_i|, sqrt(eps)) equals the eps on the norms' product whenever both
-    # norms exceed 1e-4, and maps an all-zero channel to S_ij = 0 with a finite gradient.
-    # The clamp sits inside the sqrt so that a zero channel's gradient is 0, not 0 * inf.
-    norms = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=1, keepdims=True), EPS))
-    y_hat = y / norms
+    # Norms are clamped at sqrt(eps): the same as the eps on the norms' product whenever both
+    # exceed 1e-4, and an all-zero channel gets S_ij = 0. The clamp sits inside the sqrt so
+    # that a zero channel's gradient is 0, not 0 * inf.
     target_t = ops.convert_to_tensor(target, "float32")
     pairs = channels * (channels - 1) / 2
     batch = ops.cast(ops.shape(y)[0], "float32")
     if pixels is None or channels <= pixels:
-        sim = ops.einsum("bpi,bpj->bij", y_hat, y_hat)  # (B, C, C)
+        # Normalising the (B, C, C) Gram is cheaper than normalising the (B, HW, C) input.
+        gram = ops.einsum("bpi,bpj->bij", y, y)
+        norms = ops.sqrt(ops.maximum(ops.diagonal(gram, axis1=1, axis2=2), EPS))  # (B, C)
+        sim = gram / (norms[:, :, None] * norms[:, None, :])
         upper = ops.convert_to_tensor(np.triu(np.ones((channels, channels)), 1), "float32")
         total = ops.sum(upper * ops.square(sim - target_t))
     else:
+        norms = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=1, keepdims=True), EPS))
+        y_hat = y / norms  # (B, HW, C), unit-norm channels
         gram = ops.einsum("bpc,bqc->bpq", y_hat, y_hat)  # (B, HW, HW)
         sim_sq = ops.sum(ops.square(gram))
         flat = ops.reshape(y_hat, (-1, channels))

@@ -1,0 +1,167 @@
+"""Layer factory shared by the builders: plain or topographic convs, initialisers, batch norm.
+
+A builder asks the factory for every conv by its (stable) name; the factory decides from the
+name whether the layer is a `TopographicConv2D` or a `keras.layers.Conv2D`, and once the graph
+is complete (`finalize`) gives each topographic layer its share of lambda.
+"""
+
+import keras
+
+from keras_topo import positions as positions_lib
+from keras_topo.topographic_conv2d import TopographicConv2D
+
+REDUCTIONS = ("mean", "sum")
+BN_MOMENTUM = 0.9  # Keras convention (weight of the old statistics); torch's momentum=0.1.
+BN_EPSILON = 1e-5
+
+
+class ConvFactory:
+    """Creates the convs and batch norms of one model.
+
+    Args:
+        topography: None (all plain `Conv2D`) or a scheme name of `keras_topo.positions`.
+        dimension, distance, nested_factor: passed to every `TopographicConv2D`.
+        topographic_weight: lambda, the weight of the (reduced) topographic term.
+        reduction: "mean" (each of the `L` topographic layers gets `lambda / L`, the paper's
+            formula) or "sum" (each gets `lambda`, the reference code).
+        topographic_layers: None (the builder's `paper_layers`), "all" (every conv), a list of
+            conv names, or a predicate `name -> bool`.
+        paper_layers: the conv names the paper made topographic, or "all".
+        conv_init_mode: "fan_out" (ResNet, VGG) or "fan_in" (DenseNet) for the Kaiming normal
+            initialisation of the conv kernels.
+    """
+
+    def __init__(
+        self,
+        topography,
+        dimension,
+        distance,
+        topographic_weight,
+        reduction,
+        topographic_layers,
+        paper_layers,
+        conv_init_mode,
+    ):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+        if topography is not None:
+            if not isinstance(topography, str) or topography not in positions_lib.SCHEME_DIMENSIONS:
+                raise ValueError(
+                    f"topography must be None (plain Conv2D baseline) or one of "
+                    f"{sorted(positions_lib.SCHEME_DIMENSIONS)}, got {topography!r}."
+                )
+            if distance not in positions_lib.DISTANCES:
+                raise ValueError(
+                    f"distance must be one of {list(positions_lib.DISTANCES)}, got {distance!r}."
+                )
+            if topographic_weight is None or float(topographic_weight) < 0:
+                raise ValueError(
+                    f"topographic_weight must be a non-negative number, got {topographic_weight}."
+                )
+        self.topography = topography
+        self.dimension = dimension
+        self.distance = distance
+        self.topographic_weight = topographic_weight
+        self.reduction = reduction
+        self.conv_init_mode = conv_init_mode
+        self._selector = _selector(
+            paper_layers if topographic_layers is None else topographic_layers
+        )
+        self._requested = (
+            set(topographic_layers)
+            if topographic_layers is not None and _is_name_list(topographic_layers)
+            else set()
+        )
+        self.conv_names = []
+        self.topographic = []
+
+    def conv(self, x, filters, kernel_size, name, strides=1, use_bias=False):
+        """Conv with torch's symmetric padding `kernel_size // 2`, applied to `x`.
+
+        Stride 1 uses Keras' "same" (symmetric for odd kernels); a strided conv gets an explicit
+        `ZeroPadding2D` (named `<name>_pad`) and "valid", because Keras' strided "same" pads
+        only the bottom/right side where torch pads both.
+        """
+        pad = kernel_size // 2
+        if strides > 1 and pad > 0:
+            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+            padding = "valid"
+        else:
+            padding = "same"
+        kwargs = dict(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=use_bias,
+            kernel_initializer=keras.initializers.VarianceScaling(
+                scale=2.0, mode=self.conv_init_mode, distribution="untruncated_normal"
+            ),
+            bias_initializer="zeros",
+            name=name,
+        )
+        self.conv_names.append(name)
+        if self.topography is not None and self._selector(name):
+            layer = TopographicConv2D(
+                topography=self.topography,
+                dimension=self.dimension,
+                distance=self.distance,
+                **kwargs,
+            )
+            self.topographic.append(layer)
+        else:
+            layer = keras.layers.Conv2D(**kwargs)
+        return layer(x)
+
+    @staticmethod
+    def batch_norm(x, name):
+        """`BatchNormalization` as torch's `BatchNorm2d` defaults (gamma 1, beta 0)."""
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(
+            x
+        )
+
+    def finalize(self):
+        """Checks the selection and sets each topographic layer's weight (call once built)."""
+        unknown = sorted(self._requested - set(self.conv_names))
+        if unknown:
+            raise ValueError(
+                f"topographic_layers names layers that are not convs of this model: {unknown}. "
+                f"Conv layers are: {self.conv_names}."
+            )
+        if self.topography is None:
+            return
+        if not self.topographic:
+            raise ValueError(
+                "topographic_layers selected no conv layer; pass None for the paper's layers, "
+                "'all', or names among " + str(self.conv_names) + "."
+            )
+        weight = float(self.topographic_weight)
+        if self.reduction == "mean":
+            weight /= len(self.topographic)
+        for layer in self.topographic:
+            # Set after construction because L is only known once the graph is complete; the
+            # layer reads it at call time and in get_config.
+            layer.topographic_weight = weight
+
+
+def _is_name_list(value):
+    return isinstance(value, (list, tuple, set, frozenset))
+
+
+def _selector(layers):
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(
+                f"topographic_layers must be None, 'all', a list of layer names or a predicate "
+                f"on names, got the string {layers!r} (wrap a single name in a list)."
+            )
+        return lambda name: True
+    if callable(layers):
+        return layers
+    if _is_name_list(layers):
+        names = set(layers)
+        return lambda name: name in names
+    raise ValueError(
+        f"topographic_layers must be None, 'all', a list of layer names or a predicate on names, "
+        f"got {layers!r}."
+    )

@@ -1,0 +1,108 @@
+"""DenseNet-121 (torchvision's, with the paper's 3x3 stride-1 stem) as a Keras functional model."""
+
+import keras
+
+from . import builder_utils
+from .conv_factory import ConvFactory
+
+BLOCK_LAYERS = (6, 12, 24, 16)
+GROWTH_RATE = 32
+BN_SIZE = 4
+INIT_FEATURES = 64
+
+
+def DenseNet121(
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    topography=None,
+    dimension=None,
+    distance="euclidean",
+    topographic_weight=1.0,
+    reduction="mean",
+    topographic_layers=None,
+    width_multiplier=1.0,
+    weights=None,
+    name="densenet121",
+):
+    """DenseNet-121 as trained in the paper: torchvision's with a 3x3 stride-1 padding-1 stem.
+
+    Growth rate 32, blocks of 6-12-24-16 dense layers, bottleneck width 4 x growth, transitions
+    halving the channels (BN-ReLU-conv1x1-avgpool 2x2); the stem's 3x3 stride-2 padding-1
+    max-pool is kept. Parameter count (trainable, 10 classes, 3 channels,
+    `width_multiplier=1`): 6,956,426. Height and width must be >= 16.
+
+    With `topography` set, `TopographicConv2D` replaces (by default) the paper's five convs:
+    `stem_conv` and `denseblock{b}_layer{last}_conv2` (the 3x3 conv of each block's last layer).
+
+    Initialisation as torchvision: conv kernels Kaiming normal (fan_in, ReLU gain, not
+    truncated), no conv bias; batch norm gamma 1, beta 0, momentum 0.9 in Keras terms (torch
+    0.1), epsilon 1e-5; classifier kernel as torch's `nn.Linear` default (uniform
+    `+-1/sqrt(fan_in)`), bias 0.
+
+    Layer names: `stem_conv`, `stem_bn`, `stem_relu`, `stem_pool`,
+    `denseblock{b}_layer{l}_{bn1,relu1,conv1,bn2,relu2,conv2,concat}`,
+    `transition{t}_{bn,relu,conv,pool}`, `final_bn`, `final_relu`, `avg_pool`, `classifier`.
+
+    Args: as `keras_topo.applications.ResNet18`; `width_multiplier` scales the stem width and
+    the growth rate (hence every conv).
+
+    Returns:
+        A `keras.Model` mapping `(B, H, W, C)` inputs to `(B, num_classes)` logits.
+    """
+    # The stem pool and the three transitions each halve the map (floor), as in torch.
+    input_shape = builder_utils.check_inputs(
+        input_shape, num_classes, width_multiplier, min_size=2 ** len(BLOCK_LAYERS)
+    )
+    paper_layers = ["stem_conv"] + [
+        f"denseblock{b}_layer{n}_conv2" for b, n in enumerate(BLOCK_LAYERS, start=1)
+    ]
+    factory = ConvFactory(
+        topography,
+        dimension,
+        distance,
+        topographic_weight,
+        reduction,
+        topographic_layers,
+        paper_layers,
+        conv_init_mode="fan_in",
+    )
+    growth = builder_utils.scaled(GROWTH_RATE, width_multiplier)
+    inputs = keras.Input(input_shape, name="input")
+    x = factory.conv(inputs, builder_utils.scaled(INIT_FEATURES, width_multiplier), 3, "stem_conv")
+    x = factory.batch_norm(x, "stem_bn")
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    # torch pads the max-pool with -inf; zeros are equivalent here because the input is
+    # post-ReLU (>= 0) and every window holds at least one real value.
+    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+    for b, layers in enumerate(BLOCK_LAYERS, start=1):
+        for n in range(1, layers + 1):
+            x = _dense_layer(factory, x, growth, f"denseblock{b}_layer{n}")
+        if b < len(BLOCK_LAYERS):
+            x = _transition(factory, x, x.shape[-1] // 2, f"transition{b}")
+    x = factory.batch_norm(x, "final_bn")
+    x = keras.layers.ReLU(name="final_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = builder_utils.torch_linear(
+        num_classes, x.shape[-1], "classifier", bias_initializer="zeros"
+    )(x)
+    return builder_utils.finish(inputs, outputs, factory, weights, name)
+
+
+def _dense_layer(factory, x, growth, prefix):
+    """BN-ReLU-conv1x1 (4 x growth) - BN-ReLU-conv3x3 (growth), concatenated to the input."""
+    y = factory.batch_norm(x, f"{prefix}_bn1")
+    y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
+    y = factory.conv(y, BN_SIZE * growth, 1, f"{prefix}_conv1")
+    y = factory.batch_norm(y, f"{prefix}_bn2")
+    y = keras.layers.ReLU(name=f"{prefix}_relu2")(y)
+    y = factory.conv(y, growth, 3, f"{prefix}_conv2")
+    return keras.layers.Concatenate(name=f"{prefix}_concat")([x, y])
+
+
+def _transition(factory, x, width, prefix):
+    """BN-ReLU-conv1x1 (`width`) - average pool 2x2 stride 2."""
+    x = factory.batch_norm(x, f"{prefix}_bn")
+    x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+    x = factory.conv(x, width, 1, f"{prefix}_conv")
+    return keras.layers.AveragePooling2D(2, strides=2, name=f"{prefix}_pool")(x)
