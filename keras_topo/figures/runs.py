@@ -72,10 +72,17 @@ def _default_layer(models, config, split):
     from keras_topo.experiments import prune_sweep
 
     for model in models:
-        names = [lay.name for lay in model.layers if isinstance(lay, TopographicConv2D)]
-        if names:
-            return names[-1]
+        layers = [lay for lay in model.layers if isinstance(lay, TopographicConv2D)]
+        # On a 1x1 map the cosine similarity is only a sign: prefer the last layer with a map.
+        with_map = [lay for lay in layers if _pixels(lay) > 1]
+        if with_map or layers:
+            return (with_map or layers)[-1].name
     return prune_sweep.twin_layers(config, split.input_shape, split.num_classes)[-1]
+
+
+def _pixels(layer):
+    height, width = layer.output.shape[1:3]
+    return (height or 2) * (width or 2)
 
 
 def _reference_positions(models, layer):
