@@ -97,6 +97,10 @@ def test_pruning_curve_figure(tmp_path):
             "mode": "mask",
             "points": [{"fraction": f, "accuracy": a} for f, a in zip([0, 0.5], acc, strict=True)],
         }
-        for name, acc in (("baseline", [0.9, 0.4]), ("grid-2d", [0.9, 0.6]))
+        for name, acc in (
+            ("baseline", [0.9, 0.4]),
+            ("baseline", [0.8, 0.3]),
+            ("grid-2d", [0.9, 0.6]),
+        )
     ]
     assert_png(figures.plot_pruning_curves(tmp_path / "p.png", sweeps))
