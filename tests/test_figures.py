@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from keras_topo import figures, positions
 
@@ -81,11 +82,13 @@ def test_topography_figure(tmp_path, dimension):
     }
     path = figures.plot_topography(
         tmp_path / "t.png",
-        [panel, {**panel, "label": "base"}],
+        [panel, {**panel, "label": "base"}, {**panel, "label": "grid s1", "map": False}],
         "conv",
         class_names=[f"c{i}" for i in range(10)],
     )
     assert_png(path)
+    width, height = Image.open(path).size
+    assert width / height < 3.6  # a curve panel and two class maps; the third run adds a curve
 
 
 def test_pruning_curve_figure(tmp_path):

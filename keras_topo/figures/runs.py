@@ -41,6 +41,7 @@ def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batche
     layer = layer or _default_layer(models, config, split)
     reference = _reference_positions(models, layer)
     panels = []
+    mapped = set()  # one class map per organisation: more seeds only add curves
     for run_config, model in zip(configs, models, strict=True):
         similarity, class_means = layer_statistics(
             model, layer, split.dataset, split.num_classes, max_batches
@@ -49,15 +50,17 @@ def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batche
         points = target.positions if isinstance(target, TopographicConv2D) else reference
         if points is None:
             points = positions_lib.get("grid", target.filters)
-        label = f"{results.organisation(vars(run_config))} s{run_config.seed}"
+        organisation = results.organisation(vars(run_config))
         panels.append(
             {
-                "label": label,
+                "label": f"{organisation} s{run_config.seed}",
                 "similarity": similarity,
                 "class_means": class_means,
                 "positions": np.asarray(points),
+                "map": organisation not in mapped,
             }
         )
+        mapped.add(organisation)
     paths.append(plot_topography(out / f"topography-{layer}.png", panels, layer, split.class_names))
     sweeps = {}
     for run_dir in run_dirs:

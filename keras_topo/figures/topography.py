@@ -68,12 +68,14 @@ def plot_topography(path, panels, layer_name, class_names=None):
 
     Args:
         panels: list of dicts with `label`, `similarity` `(C, C)`, `class_means` `(K, C)` and
-            `positions` `(C, dim)` (a baseline is drawn at its topographic twin's positions).
+            `positions` `(C, dim)` (a baseline is drawn at its topographic twin's positions);
+            `map=False` draws a panel's curve without its class map.
         layer_name: for the title.
         class_names: optional names of the `K` classes, for the legend.
     """
-    figure = Figure(figsize=(4.5 * (len(panels) + 1), 4.2), layout="constrained")
-    curve = figure.add_subplot(1, len(panels) + 1, 1)
+    mapped = [panel for panel in panels if panel.get("map", True)]
+    figure = Figure(figsize=(4.5 * (len(mapped) + 1), 4.2), layout="constrained")
+    curve = figure.add_subplot(1, len(mapped) + 1, 1)
     for panel in panels:
         centres, means = similarity_by_distance(panel["similarity"], panel["positions"])
         curve.plot(centres, means, marker="o", markersize=3, label=panel["label"])
@@ -83,14 +85,14 @@ def plot_topography(path, panels, layer_name, class_names=None):
     curve.set_ylabel("mean cosine similarity")
     curve.set_title(f"{layer_name}: similarity vs distance")
     curve.legend(fontsize=8)
-    for index, panel in enumerate(panels, start=2):
+    for index, panel in enumerate(mapped, start=2):
         points = np.asarray(panel["positions"])
         if points.shape[1] == 1:
             points = np.c_[points, np.zeros(len(points))]
         preferred = np.argmax(panel["class_means"], axis=0)
         colours = colormaps["tab10" if len(panel["class_means"]) <= 10 else "tab20"]
         three_d = points.shape[1] == 3
-        axes = figure.add_subplot(1, len(panels) + 1, index, projection="3d" if three_d else None)
+        axes = figure.add_subplot(1, len(mapped) + 1, index, projection="3d" if three_d else None)
         for c in np.unique(preferred):
             name = class_names[c] if class_names else str(c)
             chosen = points[preferred == c]
