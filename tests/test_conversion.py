@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from reference_loss import reference_loss
+from subclassed_model import Subclassed
 
 import keras_topo
 from keras_topo import positions
@@ -84,15 +85,6 @@ def test_copy_trains_with_fit():
     topo.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = topo.fit(np.random.randn(4, 8, 8, 3), np.array([0, 1, 2, 0]), verbose=0)
     assert np.isfinite(history.history["loss"][0])
-
-
-class Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.conv = keras.layers.Conv2D(4, 3)
-
-    def call(self, x):
-        return self.conv(x)
 
 
 @pytest.mark.parametrize(

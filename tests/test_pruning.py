@@ -5,6 +5,7 @@ import functools
 import keras
 import numpy as np
 import pytest
+from subclassed_model import Subclassed
 
 from keras_topo import TopographicConv2D
 from keras_topo.pruning import (
@@ -242,15 +243,6 @@ def test_expand_channels_scatters_between_constants():
 
 
 # --- bad input ----------------------------------------------------------------------------------
-
-
-class Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.conv = keras.layers.Conv2D(4, 3)
-
-    def call(self, x):
-        return self.conv(x)
 
 
 @pytest.mark.parametrize(
