@@ -109,6 +109,14 @@ class TopographicConv2D(keras.layers.Conv2D):
     def _conv_variables(self):
         return [self._kernel, self.bias] if self.use_bias else [self._kernel]
 
+    def narrowed_config(self, kept):
+        """This layer's config with only the output channels `kept` (their positions stay)."""
+        kept = np.asarray(kept, dtype="int64")
+        config = self.get_config()
+        config["filters"] = int(kept.size)
+        config["topography"] = self.positions[kept].tolist()
+        return config
+
     def get_config(self):
         config = super().get_config()
         config.update(
