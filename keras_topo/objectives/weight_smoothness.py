@@ -1,0 +1,113 @@
+"""TopoLoss (TopoNets, Deb et al., ICLR 2025): smooth weights on a cortical sheet.
+
+The `C` output channels are laid row-major on the `h x w` sheet of the `topoloss` package
+(`h` the largest divisor of `C` not above `sqrt(C)`, `w = C / h`); channel `k` sits at row
+`k // w`, column `k % w`, and its flattened filter `(kh * kw * C_in)` is its vector. The sheet is
+down-scaled by `shrink_factor` and up-scaled back with bilinear interpolation (PyTorch's
+`F.interpolate(mode="bilinear", align_corners=False)`, as `topoloss` 0.0.2 calls it); the loss
+is `1 - mean_k cos(w_k, smoothed_k)`.
+
+Both resizes are linear and act on rows and columns separately, so the smoothed sheet is
+`kron(A_h, A_w) @ W` with `A = up @ down` per axis: one `(C, C)` constant matrix. It is built
+here in numpy because `keras.ops.image.resize` follows TensorFlow's resize, which derives the
+sampling step from the sizes, while PyTorch uses the given scale factor (they differ whenever
+`side / factor` is not an integer).
+"""
+
+import functools
+import math
+
+import numpy as np
+from keras import ops
+
+DEFAULT_SHRINK_FACTOR = 3.0
+EPS = 1e-8  # torch.nn.functional.cosine_similarity's default
+
+
+def sheet_shape(channels):
+    """TopoLoss' sheet `(h, w)` for `channels` units (`find_cortical_sheet_size`)."""
+    height = int(math.sqrt(channels))
+    while channels % height:
+        height -= 1
+    return height, channels // height
+
+
+def sheet_positions(channels):
+    """Positions `(channels, 2)` of the row-major sheet, one unit apart: `(column, row)`."""
+    _, width = sheet_shape(channels)
+    k = np.arange(channels)
+    return np.stack([k % width, k // width], axis=1).astype("float32")
+
+
+def validate_shrink_factor(shrink_factor, channels):
+    """`(factor_h, factor_w)` as floats, or a ValueError when they do not fit the sheet.
+
+    Args:
+        shrink_factor: one number (both axes) or a pair `(h, w)`, each in `[1, side]`.
+        channels: the layer's output channels (the sheet is `sheet_shape(channels)`).
+    """
+    height, width = sheet_shape(channels)
+    if np.ndim(shrink_factor) == 0:
+        factors = (shrink_factor, shrink_factor)
+    elif np.shape(shrink_factor) == (2,):
+        factors = tuple(shrink_factor)
+    else:
+        raise ValueError(f"shrink_factor must be a number or a pair (h, w), got {shrink_factor!r}.")
+    factors = tuple(float(f) for f in factors)
+    for factor, side, axis in zip(factors, (height, width), ("height", "width"), strict=True):
+        if not 1.0 <= factor <= side:
+            raise ValueError(
+                f"shrink_factor {shrink_factor!r} does not fit the {height}x{width} sheet of "
+                f"{channels} channels: the {axis} factor must lie in [1, {side}] (1 = no "
+                f"smoothing). Pass a smaller factor, or a pair (h, w) such as "
+                f"({min(factors[0], height):g}, {min(factors[1], width):g})."
+            )
+    return factors
+
+
+def _bilinear_matrix(in_size, out_size, scale=None):
+    """`(out_size, in_size)` matrix of PyTorch's bilinear resize, `align_corners=False`.
+
+    `scale` is the `scale_factor` given to `F.interpolate` (None: resized by `size`). Written
+    by hand after `torch._decomp.decompositions._upsample_linear`: no library exposes the matrix.
+    """
+    matrix = np.zeros((out_size, in_size))
+    if out_size == in_size:
+        return np.eye(in_size)
+    step = 1.0 / scale if scale is not None and scale > 0 else in_size / out_size
+    source = np.maximum(step * (np.arange(out_size) + 0.5) - 0.5, 0.0)
+    lower = source.astype("int64")
+    upper = np.minimum(lower + 1, in_size - 1)
+    frac = np.clip(source - lower, 0.0, 1.0)
+    rows = np.arange(out_size)
+    np.add.at(matrix, (rows, lower), 1.0 - frac)
+    np.add.at(matrix, (rows, upper), frac)
+    return matrix
+
+
+def _axis_smoothing(side, factor):
+    scale = 1.0 / factor
+    shrunk = math.floor(side * scale)
+    down = _bilinear_matrix(side, shrunk, scale)
+    up = _bilinear_matrix(shrunk, side)
+    return up @ down
+
+
+@functools.lru_cache(maxsize=64)
+def smoothing_matrix(channels, factor_h, factor_w):
+    """`(C, C)` float32 matrix `M`: smoothed sheet = `M @ W` for `W` the `(C, E)` row-major sheet."""
+    height, width = sheet_shape(channels)
+    matrix = np.kron(_axis_smoothing(height, factor_h), _axis_smoothing(width, factor_w))
+    return matrix.astype("float32")
+
+
+def weight_smoothness_loss(kernel, shrink_factor=DEFAULT_SHRINK_FACTOR):
+    """TopoLoss of a conv/dense kernel `(..., C_in, C_out)`, a float32 scalar in `[0, 2]`."""
+    channels = kernel.shape[-1]
+    factors = validate_shrink_factor(shrink_factor, channels)
+    weights = ops.transpose(ops.reshape(ops.cast(kernel, "float32"), (-1, channels)))  # (C, E)
+    smoothed = ops.matmul(ops.convert_to_tensor(smoothing_matrix(channels, *factors)), weights)
+    dot = ops.sum(weights * smoothed, axis=1)
+    norms_sq = ops.sum(ops.square(weights), axis=1) * ops.sum(ops.square(smoothed), axis=1)
+    cosine = dot / ops.sqrt(ops.maximum(norms_sq, EPS * EPS))
+    return 1.0 - ops.mean(cosine)
