@@ -11,6 +11,11 @@ smaller Gram matrix:
   `sum_{i<j} (S - T)_ij^2 = (|S|_F^2 - 2 <S, T> + |T|_F^2 - sum_i (S_ii - 1)^2) / 2`, where
   `|S_b|_F = |Yh_b^T Yh_b|_F` uses the `(HW, HW)` Gram and `sum_b <S_b, T> = <Z^T Z, T>` is one
   `(C, C)` product over the whole batch (`Z` = all samples' `Yh_b^T` stacked, `(B*HW, C)`).
+
+Numerics: each channel is first divided by its largest magnitude (a constant for the gradient;
+the cosine does not depend on it), so that no product or sum of squares overflows: the loss is
+finite and exact for any finite float32 input (up to ~3.4e38), for float16/bfloat16 outputs
+(accumulated in float32), and 0-similar for all-zero channels.
 """
 
 import numpy as np
@@ -51,20 +56,27 @@ def topographic_loss(
     y = ops.reshape(y, (ops.shape(y)[0], -1, channels))  # (B, HW, C)
     pixels = y.shape[1]
     # Norms are clamped at sqrt(eps): the same as the eps on the norms' product whenever both
-    # exceed 1e-4, and an all-zero channel gets S_ij = 0. The clamp sits inside the sqrt so
-    # that a zero channel's gradient is 0, not 0 * inf.
+    # exceed 1e-4, and an all-zero channel gets S_ij = 0. With `m` a channel's largest
+    # magnitude, `y / max(|y|, 1e-4) = (y / m) / max(|y / m|, 1e-4 / m)`: the right-hand side
+    # squares no value above 2^56. `m` is held constant for the gradient (exact: the identity
+    # holds for any m > 0) and kept in [1e-15, 2^100]: the clamp's square stays finite, and
+    # `1 / m` stays a normal float (XLA flushes subnormals to zero). The clamp sits inside the
+    # sqrt so that a zero channel's gradient is finite, not 0 * inf.
+    scale = ops.stop_gradient(ops.clip(ops.max(ops.abs(y), axis=1, keepdims=True), 1e-15, 2.0**100))
+    y = y / scale  # (B, HW, C), values in [-2^28, 2^28], mostly [-1, 1]
+    floor_sq = EPS / ops.square(scale)  # (B, 1, C): the squared clamp in the scaled units
     target_t = ops.convert_to_tensor(target, "float32")
     pairs = channels * (channels - 1) / 2
     batch = ops.cast(ops.shape(y)[0], "float32")
     if pixels is None or channels <= pixels:
         # Normalising the (B, C, C) Gram is cheaper than normalising the (B, HW, C) input.
         gram = ops.einsum("bpi,bpj->bij", y, y)
-        norms = ops.sqrt(ops.maximum(ops.diagonal(gram, axis1=1, axis2=2), EPS))  # (B, C)
+        norms = ops.sqrt(ops.maximum(ops.diagonal(gram, axis1=1, axis2=2), floor_sq[:, 0]))
         sim = gram / (norms[:, :, None] * norms[:, None, :])
         upper = ops.convert_to_tensor(np.triu(np.ones((channels, channels)), 1), "float32")
         total = ops.sum(upper * ops.square(sim - target_t))
     else:
-        norms = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=1, keepdims=True), EPS))
+        norms = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=1, keepdims=True), floor_sq))
         y_hat = y / norms  # (B, HW, C), unit-norm channels
         gram = ops.einsum("bpc,bqc->bpq", y_hat, y_hat)  # (B, HW, HW)
         sim_sq = ops.sum(ops.square(gram))

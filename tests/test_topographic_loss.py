@@ -66,3 +66,75 @@ def test_needs_positions_or_target():
         topographic_loss(y)
     with pytest.raises(ValueError, match="describe 5 channels"):
         topographic_loss(y, positions=positions.grid(5))
+
+
+def loss_and_gradient(y, **kwargs):
+    """The loss and its gradient with respect to `y` on the current backend (numpy out)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        y = tf.constant(y)
+        with tf.GradientTape() as tape:
+            tape.watch(y)
+            loss = topographic_loss(y, **kwargs)
+        return float(loss), tape.gradient(loss, y).numpy()
+    if backend == "jax":
+        import jax
+
+        loss, grad = jax.value_and_grad(lambda t: topographic_loss(t, **kwargs))(y)
+        return float(loss), np.asarray(grad)
+    import torch
+
+    y = torch.tensor(y, requires_grad=True)
+    loss = topographic_loss(y, **kwargs)
+    loss.backward()
+    return float(loss.detach()), y.grad.numpy()
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4, 6), (2, 2, 2, 10)])
+@pytest.mark.parametrize("magnitude", [1e19, 3e38])
+def test_huge_outputs_give_the_scale_free_loss(shape, magnitude):
+    """Cosine similarity ignores scale: up to float32's maximum the loss is the unit-scale one."""
+    y = np.random.uniform(-1, 1, shape).astype("float32")
+    y[..., 0] = np.sign(y[..., 0])  # channel 0 reaches +-1, so |y * magnitude| <= magnitude
+    y[..., 1] *= 1e-3  # channels of very different scales in one output
+    pos = positions.grid(shape[-1])
+    huge = (y.astype("float64") * magnitude).astype("float32")
+    assert np.all(np.isfinite(huge))
+    got, grad = loss_and_gradient(huge, positions=pos)
+    np.testing.assert_allclose(got, reference_loss(y, pos), rtol=1e-4)
+    assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4, 6), (2, 2, 2, 10)])
+def test_zero_and_tiny_channels_have_finite_gradients(shape):
+    y = np.random.randn(*shape).astype("float32")
+    y[..., 1] = 0.0
+    y[..., 2] *= 1e-30  # a nonzero channel far below the eps clamp: similarities ~ 0
+    y[1] = 0.0
+    pos = positions.grid(shape[-1])
+    got, grad = loss_and_gradient(y, positions=pos)
+    expected = y.copy()
+    expected[..., 2] = 0.0  # the clamp makes it count as a zero channel
+    np.testing.assert_allclose(got, reference_loss(expected, pos), rtol=1e-5)
+    assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_mixed_precision_layer_adds_the_float32_loss_of_its_output(dtype):
+    """Under `mixed_float16`/`mixed_bfloat16` the layer's loss is float32, finite and exact for
+    the low-precision output it computed."""
+    import keras_topo
+
+    keras.config.set_dtype_policy(f"mixed_{dtype}")
+    layer = keras_topo.TopographicConv2D(8, 3, padding="same", topographic_weight=1.0)
+    x = keras.ops.convert_to_tensor(100.0 * np.random.randn(2, 6, 6, 3).astype("float32"))
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    (loss,) = layer.losses
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+    out = keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(loss)), reference_loss(out, layer.positions), rtol=1e-4
+    )
