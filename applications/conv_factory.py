@@ -7,23 +7,22 @@ is complete (`finalize`) gives each topographic layer its share of lambda.
 
 import keras
 
-from keras_topo import positions as positions_lib
-from keras_topo.topographic_conv2d import TopographicConv2D
+from keras_topo.topographic_conv import TopographicConv2D
+from keras_topo.topography import Topography
 
-REDUCTIONS = ("mean", "sum")
 BN_MOMENTUM = 0.9  # Keras convention (weight of the old statistics); torch's momentum=0.1.
 BN_EPSILON = 1e-5
+# Old builder argument names of `Topography` fields.
+_ALIASES = {"topographic_weight": "weight"}
 
 
 class ConvFactory:
     """Creates the convs and batch norms of one model.
 
     Args:
-        topography: None (all plain `Conv2D`) or a scheme name of `keras_topo.positions`.
-        dimension, distance, nested_factor: passed to every `TopographicConv2D`.
-        topographic_weight: lambda, the weight of the (reduced) topographic term.
-        reduction: "mean" (each of the `L` topographic layers gets `lambda / L`, the paper's
-            formula) or "sum" (each gets `lambda`, the reference code).
+        topography: None (all plain `Conv2D`), a `keras_topo.Topography` or its scheme name.
+        topography_settings: dict of `Topography` fields replacing those of `topography`
+            (`topographic_weight` is accepted for `weight`); ignored for the baseline.
         topographic_layers: None (the builder's `paper_layers`), "all" (every conv), a list of
             conv names, or a predicate `name -> bool`.
         paper_layers: the conv names the paper made topographic, or "all".
@@ -32,37 +31,16 @@ class ConvFactory:
     """
 
     def __init__(
-        self,
-        topography,
-        dimension,
-        distance,
-        topographic_weight,
-        reduction,
-        topographic_layers,
-        paper_layers,
-        conv_init_mode,
+        self, topography, topography_settings, topographic_layers, paper_layers, conv_init_mode
     ):
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
-        if topography is not None:
-            if not isinstance(topography, str) or topography not in positions_lib.SCHEME_DIMENSIONS:
-                raise ValueError(
-                    f"topography must be None (plain Conv2D baseline) or one of "
-                    f"{sorted(positions_lib.SCHEME_DIMENSIONS)}, got {topography!r}."
-                )
-            if distance not in positions_lib.DISTANCES:
-                raise ValueError(
-                    f"distance must be one of {list(positions_lib.DISTANCES)}, got {distance!r}."
-                )
-            if topographic_weight is None or float(topographic_weight) < 0:
-                raise ValueError(
-                    f"topographic_weight must be a non-negative number, got {topographic_weight}."
-                )
-        self.topography = topography
-        self.dimension = dimension
-        self.distance = distance
-        self.topographic_weight = topographic_weight
-        self.reduction = reduction
+        settings = {_ALIASES.get(key, key): value for key, value in topography_settings.items()}
+        unknown = sorted(set(settings) - set(Topography.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                f"Unknown arguments {unknown}; topographic settings are the fields of "
+                f"keras_topo.Topography: {sorted(Topography.__dataclass_fields__)}."
+            )
+        self.topography = None if topography is None else Topography.coerce(topography, **settings)
         self.conv_init_mode = conv_init_mode
         self._selector = _selector(
             paper_layers if topographic_layers is None else topographic_layers
@@ -102,12 +80,7 @@ class ConvFactory:
         )
         self.conv_names.append(name)
         if self.topography is not None and self._selector(name):
-            layer = TopographicConv2D(
-                topography=self.topography,
-                dimension=self.dimension,
-                distance=self.distance,
-                **kwargs,
-            )
+            layer = TopographicConv2D(**kwargs, topography=self.topography)
             self.topographic.append(layer)
         else:
             layer = keras.layers.Conv2D(**kwargs)
@@ -135,9 +108,7 @@ class ConvFactory:
                 "topographic_layers selected no conv layer; pass None for the paper's layers, "
                 "'all', or names among " + str(self.conv_names) + "."
             )
-        weight = float(self.topographic_weight)
-        if self.reduction == "mean":
-            weight /= len(self.topographic)
+        weight = self.topography.layer_weight(len(self.topographic))
         for layer in self.topographic:
             # Set after construction because L is only known once the graph is complete; the
             # layer reads it at call time and in get_config.

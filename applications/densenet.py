@@ -15,14 +15,11 @@ def DenseNet121(
     input_shape=(32, 32, 3),
     num_classes=10,
     topography=None,
-    dimension=None,
-    distance="euclidean",
-    topographic_weight=1.0,
-    reduction="mean",
     topographic_layers=None,
     width_multiplier=1.0,
     weights=None,
     name="densenet121",
+    **topography_settings,
 ):
     """DenseNet-121 as trained in the paper: torchvision's with a 3x3 stride-1 padding-1 stem.
 
@@ -58,10 +55,7 @@ def DenseNet121(
     ]
     factory = ConvFactory(
         topography,
-        dimension,
-        distance,
-        topographic_weight,
-        reduction,
+        topography_settings,
         topographic_layers,
         paper_layers,
         conv_init_mode="fan_in",

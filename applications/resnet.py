@@ -13,14 +13,11 @@ def ResNet18(
     input_shape=(32, 32, 3),
     num_classes=10,
     topography=None,
-    dimension=None,
-    distance="euclidean",
-    topographic_weight=1.0,
-    reduction="mean",
     topographic_layers=None,
     width_multiplier=1.0,
     weights=None,
     name="resnet18",
+    **topography_settings,
 ):
     """ResNet-18 as trained in the paper: torchvision's with a 3x3 stride-1 padding-1 stem.
 
@@ -43,16 +40,18 @@ def ResNet18(
     Args:
         input_shape: `(height, width, channels)`, e.g. (32, 32, 3) or (64, 101, 1).
         num_classes: size of the output logits (no softmax).
-        topography: None for a plain `Conv2D` baseline, or a scheme of `keras_topo.positions`.
-        dimension, distance: of the positions and their distances ("euclidean" or "l1").
-        topographic_weight: lambda.
-        reduction: "mean" (each of the `L` topographic layers weighs `lambda / L`, the paper's
-            formula) or "sum" (each weighs `lambda`, the reference code).
+        topography: None for a plain `Conv2D` baseline, or a `keras_topo.Topography` (or
+            its scheme name): positions, distance, lambda (`weight`), `reduction` ("mean":
+            each of the `L` topographic layers weighs `lambda / L`, the paper's formula;
+            "sum": each weighs `lambda`, the reference code), objective.
         topographic_layers: None (the paper's layers), "all" (every conv), a list of conv names
             or a predicate on names.
         width_multiplier: scales every conv width (for small CPU experiments).
         weights: None or the path of a `.weights.h5` / `.keras` file to load.
         name: the model's name.
+        **topography_settings: fields of `keras_topo.Topography` replacing those of
+            `topography` (`weight` or its old name `topographic_weight`, `reduction`,
+            `dimension`, `distance`, `nested_factor`, `objective`, `shrink_factor`).
 
     Returns:
         A `keras.Model` mapping `(B, H, W, C)` inputs to `(B, num_classes)` logits.
@@ -63,10 +62,7 @@ def ResNet18(
     ]
     factory = ConvFactory(
         topography,
-        dimension,
-        distance,
-        topographic_weight,
-        reduction,
+        topography_settings,
         topographic_layers,
         paper_layers,
         conv_init_mode="fan_out",

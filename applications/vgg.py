@@ -17,14 +17,11 @@ def VGG16(
     input_shape=(32, 32, 3),
     num_classes=10,
     topography=None,
-    dimension=None,
-    distance="euclidean",
-    topographic_weight=1.0,
-    reduction="mean",
     topographic_layers=None,
     width_multiplier=1.0,
     weights=None,
     name="vgg16",
+    **topography_settings,
 ):
     """VGG-16 with batch norm, as torchvision's `vgg16_bn` (the model the paper trained).
 
@@ -54,10 +51,7 @@ def VGG16(
     )
     factory = ConvFactory(
         topography,
-        dimension,
-        distance,
-        topographic_weight,
-        reduction,
+        topography_settings,
         topographic_layers,
         paper_layers="all",
         conv_init_mode="fan_out",

@@ -1,23 +1,30 @@
-"""keras-topo: topographic convolutional networks for Keras 3.
+"""keras-topo: topographic neural networks for Keras 3.
 
 `keras_topo.data` (tf.data pipelines, needs TensorFlow) is imported on demand.
 """
 
 from keras_topo import applications, positions, pruning
-from keras_topo.conversion import make_topographic
-from keras_topo.topographic_conv2d import TopographicConv2D
+from keras_topo.conversion import make_topographic, strip_topography
+from keras_topo.topographic_conv import TopographicConv1D, TopographicConv2D, TopographicConv3D
 from keras_topo.topographic_loss import topographic_loss
 from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
+from keras_topo.topographic_regularizer import TopographicRegularizer
+from keras_topo.topography import Topography
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "Topography",
+    "TopographicConv1D",
     "TopographicConv2D",
+    "TopographicConv3D",
     "TopographicLossLogger",
+    "TopographicRegularizer",
     "applications",
     "make_topographic",
     "positions",
     "pruning",
+    "strip_topography",
     "topographic_layers",
     "topographic_loss",
     "__version__",

@@ -16,9 +16,12 @@ import argparse
 import dataclasses
 import sys
 
+from keras_topo import distribute, objectives, positions
+from keras_topo.applications import BUILDERS
 from keras_topo.experiments import datasets, recipe
+from keras_topo.topography import REDUCTIONS, Topography
 
-_DISTRIBUTE = ("none", "auto", "mirrored", "multiworker", "data_parallel")
+_TOPOGRAPHY_DEFAULTS = Topography()
 
 
 def main(argv=None):
@@ -119,13 +122,29 @@ def _print_result(result, out):
 def _add_training_args(parser):
     parser.add_argument("--dataset", choices=datasets.DATASETS, required=True)
     parser.add_argument("--data-dir", help="folder holding the dataset (not for digits)")
+    # The topographic options map one to one onto the fields of `keras_topo.Topography`.
     parser.add_argument(
         "--reduction",
-        choices=("mean", "sum"),
-        default="mean",
+        choices=REDUCTIONS,
+        default=_TOPOGRAPHY_DEFAULTS.reduction,
         help="combine the layers' losses: lambda * mean (paper) or sum (reference code)",
     )
-    parser.add_argument("--distance", choices=("euclidean", "l1"), default="euclidean")
+    parser.add_argument(
+        "--distance", choices=positions.DISTANCES, default=_TOPOGRAPHY_DEFAULTS.distance
+    )
+    parser.add_argument(
+        "--objective",
+        choices=objectives.OBJECTIVES,
+        default=_TOPOGRAPHY_DEFAULTS.objective,
+        help="activation (the paper's), weights (TopoLoss) or spatial (TDANN)",
+    )
+    parser.add_argument(
+        "--shrink-factor",
+        type=float,
+        default=_TOPOGRAPHY_DEFAULTS.shrink_factor,
+        help="sheet down-scaling of --objective weights",
+    )
+    parser.add_argument("--nested-factor", type=float, default=_TOPOGRAPHY_DEFAULTS.nested_factor)
     parser.add_argument("--epochs", type=int, help="default: the paper's for the dataset")
     parser.add_argument("--batch-size", type=int, default=recipe.BATCH_SIZE)
     parser.add_argument("--learning-rate", type=float, default=recipe.LEARNING_RATE)
@@ -147,7 +166,7 @@ def _add_training_args(parser):
         default="default",
         help="default: False on CPU, 'auto' on accelerators",
     )
-    parser.add_argument("--distribute", choices=_DISTRIBUTE, default="none")
+    parser.add_argument("--distribute", choices=distribute.NAMES, default="none")
     parser.add_argument(
         "--verbose",
         default="auto",
@@ -168,21 +187,23 @@ def _parser():
 
     train = commands.add_parser("train", help="train (or resume) one run")
     _add_training_args(train)
-    train.add_argument("--model", choices=("resnet18", "vgg16", "densenet121"), default="resnet18")
+    train.add_argument("--model", choices=tuple(BUILDERS), default="resnet18")
     train.add_argument(
         "--topography",
-        choices=("grid", "nested", "circle", "sphere", "line"),
+        choices=tuple(positions.SCHEME_DIMENSIONS),
         help="position scheme; omit for the baseline",
     )
     train.add_argument("--dimension", type=int)
-    train.add_argument("--lambda", dest="topographic_weight", type=float, default=1.0)
+    train.add_argument(
+        "--lambda", dest="topographic_weight", type=float, default=_TOPOGRAPHY_DEFAULTS.weight
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="the run's folder")
     train.set_defaults(handler=_train)
 
     sweep = commands.add_parser("sweep", help="train the missing runs of a grid, then report")
     _add_training_args(sweep)
-    sweep.add_argument("--models", nargs="+", default=["resnet18"])
+    sweep.add_argument("--models", nargs="+", choices=tuple(BUILDERS), default=["resnet18"])
     sweep.add_argument(
         "--organisations",
         nargs="+",

@@ -1,112 +1,119 @@
-"""`make_topographic`: a copy of an existing model with chosen `Conv2D` layers made topographic."""
+"""`make_topographic` and `strip_topography`: to a topographic model and back, weights kept."""
 
 import keras
 
-from keras_topo.topographic_conv2d import TopographicConv2D
-
-REDUCTIONS = ("mean", "sum")
+from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
+from keras_topo.topographic_conv import PLAIN_CLASSES, TOPOGRAPHIC_CLASSES
+from keras_topo.topographic_regularizer import TopographicRegularizer
+from keras_topo.topography import Topography
 
 
 def make_topographic(
-    model,
-    layers=None,
-    topography="grid",
-    weight=1.0,
-    reduction="mean",
-    dimension=None,
-    distance="euclidean",
-    nested_factor=0.5,
+    model, layers=None, topography=None, *, regularize_other_layers=False, **settings
 ):
-    """Copy a Sequential or functional model, swapping `Conv2D` layers for `TopographicConv2D`.
+    """A copy of a Sequential or functional model with chosen layers made topographic.
 
-    Every other layer, and every weight, is kept; the copy is not compiled.
+    `Conv1D` / `Conv2D` / `Conv3D` layers become `TopographicConv1D / 2D / 3D`; with
+    `regularize_other_layers=True`, other chosen layers (Dense, DepthwiseConv2D, attention
+    blocks...) get a `TopographicRegularizer` as `activity_regularizer`. Every other layer and
+    every weight is kept; nested models are converted too; the copy is not compiled.
 
     Args:
-        model: a built `keras.Sequential` or functional `keras.Model` (nested ones included).
-        layers: which `Conv2D` layers to swap: None (all), a list of layer names, or a
-            predicate `layer -> bool`.
-        topography, dimension, distance, nested_factor: as `TopographicConv2D`.
-        weight: lambda, the weight of the topographic term in the total loss.
-        reduction: "mean" (the paper: `lambda * mean over layers`, i.e. `lambda / L` per layer)
-            or "sum" (the reference code: `lambda` per layer).
+        model: a built `keras.Sequential` or functional `keras.Model`.
+        layers: None (every Conv1D/2D/3D), names, layers, or a predicate `layer -> bool`
+            (`keras_topo.layer_selection.select_layers`).
+        topography: a `keras_topo.Topography`, a scheme name or explicit positions.
+        regularize_other_layers: allow `layers` to choose non-convolution layers.
+        **settings: fields of `Topography` replacing those of `topography`: `weight` (lambda),
+            `reduction` ("mean": each of the `L` chosen layers weighs `weight / L`, the paper;
+            "sum": each weighs `weight`, the reference code), `dimension`, `distance`,
+            `nested_factor`, `objective`, `shrink_factor`.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"Unknown reduction {reduction!r}. Use one of {list(REDUCTIONS)}.")
-    if weight is None or weight < 0:
-        raise ValueError(f"weight (lambda) must be a non-negative number, got {weight}.")
-    _check_cloneable(model)
-    convs = [layer for layer in _walk(model) if _is_conv2d(layer)]
-    chosen = _select(convs, layers)
-    per_layer = weight / len(chosen) if reduction == "mean" else weight
+    topography = _settings(topography, settings)
+    _check_cloneable(model, "make_topographic")
+
+    def candidate(layer):
+        return _convertible(layer) or (regularize_other_layers and _regularizable(layer))
+
+    kind = "Conv1D/Conv2D/Conv3D" + (" or regularizable" if regularize_other_layers else "")
+    chosen = select_layers(model, layers, candidate, kind, default=_convertible)
     chosen_ids = {id(layer) for layer in chosen}
+    per_layer = topography.layer_weight(len(chosen))
 
     def clone_layer(layer):
         config = layer.get_config()
-        if id(layer) in chosen_ids:
-            return TopographicConv2D(
-                **config,
-                topography=topography,
-                dimension=dimension,
-                distance=distance,
-                topographic_weight=per_layer,
-                nested_factor=nested_factor,
+        if id(layer) not in chosen_ids:
+            return layer.__class__.from_config(config)
+        if _convertible(layer):
+            topographic = TOPOGRAPHIC_CLASSES[type(layer)]
+            return topographic(**config, topography=topography, topographic_weight=per_layer)
+        if layer.activity_regularizer is not None:
+            raise ValueError(
+                f"Layer {layer.name!r} already has an activity_regularizer; remove it or leave "
+                "the layer out of `layers`."
             )
+        config["activity_regularizer"] = TopographicRegularizer(topography, weight=per_layer)
         return layer.__class__.from_config(config)
 
+    return _clone_with_weights(model, clone_layer)
+
+
+def strip_topography(model):
+    """A plain copy of a model: topographic layers back to their Keras classes and
+    `TopographicRegularizer`s removed. Same weights, same outputs, no topographic losses;
+    ready to export (the losses are training-only)."""
+    _check_cloneable(model, "strip_topography")
+
+    def clone_layer(layer):
+        if is_topographic(layer):
+            return PLAIN_CLASSES[type(layer)].from_config(layer.plain_config())
+        config = layer.get_config()
+        for key in ("activity_regularizer", "kernel_regularizer"):
+            if isinstance(getattr(layer, key, None), TopographicRegularizer):
+                config[key] = None
+        return layer.__class__.from_config(config)
+
+    return _clone_with_weights(model, clone_layer)
+
+
+def _settings(topography, settings):
+    fields = set(Topography.__dataclass_fields__) - {"scheme"}
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise TypeError(f"Unknown topographic settings {unknown}; the fields are {sorted(fields)}.")
+    return Topography.coerce(topography, **settings)
+
+
+def _clone_with_weights(model, clone_layer):
     copy = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    for old, new in zip(_walk(model), _walk(copy), strict=True):
+    for old, new in zip(walk_layers(model), walk_layers(copy), strict=True):
         if not isinstance(old, keras.Model):
-            # A new TopographicConv2D has one extra weight (its logged loss) after kernel/bias.
-            # Copy through numpy: sharing a buffer would let JAX donate the original's.
-            for target, source in zip(new.weights, old.weights, strict=False):
-                target.assign(keras.ops.convert_to_numpy(source))
+            # Through numpy: sharing a buffer would let JAX donate the original's.
+            new.set_weights(old.get_weights())
     return copy
 
 
-def _walk(model):
-    """The model's layers in order, descending into nested Sequential/functional models."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer)
+def _convertible(layer):
+    return type(layer) in TOPOGRAPHIC_CLASSES
 
 
-def _is_conv2d(layer):
-    return isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, TopographicConv2D)
+def _regularizable(layer):
+    return (
+        not isinstance(layer, (keras.Model, keras.layers.InputLayer))
+        and not is_topographic(layer)
+        and hasattr(layer, "activity_regularizer")
+    )
 
 
-def _check_cloneable(model):
+def _check_cloneable(model, function):
     functional = isinstance(model, keras.Sequential) or (
         isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
     )
     if not functional:
         raise ValueError(
-            f"make_topographic needs a Sequential or functional model; {type(model).__name__} "
-            "is subclassed and cannot be cloned. Use keras_topo.TopographicConv2D in place of "
-            "Conv2D inside its definition instead."
+            f"{function} needs a Sequential or functional model; {type(model).__name__} is "
+            "subclassed and cannot be cloned. Use keras_topo's topographic layers (or "
+            "keras_topo.TopographicRegularizer) inside its definition instead."
         )
     if not model.built:
-        raise ValueError("make_topographic needs a built model: give it an Input or call it once.")
-
-
-def _select(convs, layers):
-    names = [layer.name for layer in convs]
-    if not convs:
-        raise ValueError("The model has no Conv2D layer to make topographic.")
-    if layers is None:
-        return convs
-    if callable(layers):
-        chosen = [layer for layer in convs if layers(layer)]
-    else:
-        if isinstance(layers, str):
-            layers = [layers]
-        unknown = [name for name in layers if name not in names]
-        if unknown:
-            raise ValueError(
-                f"layers: {unknown} are not Conv2D layers of the model. Its Conv2D layers are "
-                f"{names}."
-            )
-        chosen = [layer for layer in convs if layer.name in set(layers)]
-    if not chosen:
-        raise ValueError(f"layers selected no Conv2D layer. The model's Conv2D layers: {names}.")
-    return chosen
+        raise ValueError(f"{function} needs a built model: give it an Input or call it once.")

@@ -26,9 +26,9 @@ def walk_layers(model):
 
 def is_topographic(layer):
     """True for keras-topo's topographic layers (they carry `positions` and `topography`)."""
-    from keras_topo.topographic_conv2d import TopographicConv2D
+    from keras_topo.topographic_conv import TopographicMixin
 
-    return isinstance(layer, TopographicConv2D)
+    return isinstance(layer, TopographicMixin)
 
 
 def select_layers(model, layers, candidate, kind, default=None):
@@ -75,7 +75,6 @@ def select_layers(model, layers, candidate, kind, default=None):
         chosen = [layer for layer in candidates if any(layer is w for w in wanted)]
     if not chosen:
         raise ValueError(
-            f"layers selected no {kind} layer of model {model.name!r}. Its {kind} layers: "
-            f"{names}."
+            f"layers selected no {kind} layer of model {model.name!r}. Its {kind} layers: {names}."
         )
     return chosen

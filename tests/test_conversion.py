@@ -30,7 +30,7 @@ def test_copy_keeps_weights_and_outputs():
     np.testing.assert_allclose(to_numpy(topo(x)), to_numpy(model(x)), atol=1e-6)
     layers = keras_topo.topographic_layers(topo)
     assert [layer.name for layer in layers] == ["conv_a", "conv_b"]
-    assert all(layer.topography == "circle" for layer in layers)
+    assert all(layer.topography.scheme == "circle" for layer in layers)
     assert not any(isinstance(layer, keras_topo.TopographicConv2D) for layer in model.layers)
 
 
@@ -90,11 +90,15 @@ def test_copy_trains_with_fit():
 @pytest.mark.parametrize(
     "model_fn, kwargs, message",
     [
-        (functional_model, {"layers": ["conv_z"]}, r"Its Conv2D layers are \['conv_a', 'conv_b'\]"),
+        (
+            functional_model,
+            {"layers": ["conv_z"]},
+            r"Its Conv1D/Conv2D/Conv3D layers are \['conv_a', 'conv_b'\]",
+        ),
         (functional_model, {"reduction": "max"}, "Unknown reduction"),
         (functional_model, {"weight": -1}, "non-negative"),
         (functional_model, {"topography": "spiral"}, "Unknown topography"),
-        (functional_model, {"layers": lambda layer: False}, "selected no Conv2D"),
+        (functional_model, {"layers": lambda layer: False}, "selected no Conv1D/Conv2D/Conv3D"),
         (Subclassed, {}, "subclassed"),
     ],
 )

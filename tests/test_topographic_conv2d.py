@@ -76,7 +76,7 @@ def test_fit_includes_loss_and_logs_it_per_layer():
     y = np.random.randint(0, 2, 8)
     model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(True))
     history = model.fit(
-        x, y, batch_size=8, epochs=1, verbose=0, callbacks=[keras_topo.TopographicLossLogger()]
+        x, y, batch_size=8, epochs=1, verbose=0, callbacks=[keras_topo.TopographicLossLogger(x)]
     )
     topo = reference_loss(pre_activation(model.get_layer("topo"), x), positions.grid(8))
     classif = keras.losses.SparseCategoricalCrossentropy(True)(y, model(x))
@@ -143,7 +143,7 @@ def test_keras_round_trip_safe_mode(tmp_path, topography):
     layer = loaded.get_layer("topo")
     assert isinstance(layer, keras_topo.TopographicConv2D)
     np.testing.assert_allclose(layer.positions, model.get_layer("topo").positions)
-    assert layer.distance == "l1" and layer.topographic_weight == 0.7
+    assert layer.topography.distance == "l1" and layer.topographic_weight == 0.7
 
 
 def test_config_round_trip_keeps_explicit_positions():
@@ -160,7 +160,9 @@ def test_config_round_trip_keeps_explicit_positions():
         ({"topography": np.zeros((3, 2))}, r"\(filters, dimension\)"),
         ({"topography": "circle", "dimension": 3}, "dimension=3"),
         ({"filters": 1}, "filters >= 2"),
-        ({"topographic_weight": -1.0}, "topographic_weight"),
+        ({"topographic_weight": -1.0}, "weight"),
+        ({"topographic_weight": float("nan")}, "finite"),
+        ({"topographic_weight": float("inf")}, "finite"),
         ({"distance": "cosine"}, "Unknown distance"),
     ],
 )

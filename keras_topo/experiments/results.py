@@ -50,14 +50,17 @@ def make(config, epochs, test, topographic_layers, params, jit_compile, wall_tim
 
 
 def organisation(config):
-    """ "baseline" or "<scheme>-<dimension>d" for a run's config dict."""
+    """ "baseline" or "<scheme>-<dimension>d", with "-<objective>" for objectives other than
+    the paper's "activation", for a run's config dict."""
     from keras_topo import positions
 
     topography = config.get("topography")
     if topography is None:
         return "baseline"
     dimension = config.get("dimension") or positions.SCHEME_DIMENSIONS[topography][0]
-    return f"{topography}-{dimension}d"
+    objective = config.get("objective", "activation")
+    suffix = "" if objective == "activation" else f"-{objective}"
+    return f"{topography}-{dimension}d{suffix}"
 
 
 def versions():

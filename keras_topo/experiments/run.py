@@ -22,13 +22,15 @@ from pathlib import Path
 
 import keras
 
-from keras_topo import positions
+from keras_topo.applications import BUILDERS
 from keras_topo.experiments import datasets, recipe, results
 from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
+from keras_topo.topography import Topography
 
-MODELS = ("resnet18", "vgg16", "densenet121")
+MODELS = tuple(BUILDERS)
 JIT_CHOICES = ("default", "auto", "true", "false")
 # Fields that do not change what is trained: a resumed run may differ in these.
+_TOPOGRAPHY_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Topography)}
 _BOOKKEEPING = ("data_dir", "out", "verbose", "distribute", "jit_compile")
 
 
@@ -45,9 +47,12 @@ class RunConfig:
     model: str = "resnet18"
     topography: str | None = None
     dimension: int | None = None
-    topographic_weight: float = 1.0
-    reduction: str = "mean"
-    distance: str = "euclidean"
+    topographic_weight: float = _TOPOGRAPHY_DEFAULTS["weight"]
+    reduction: str = _TOPOGRAPHY_DEFAULTS["reduction"]
+    distance: str = _TOPOGRAPHY_DEFAULTS["distance"]
+    nested_factor: float = _TOPOGRAPHY_DEFAULTS["nested_factor"]
+    objective: str = _TOPOGRAPHY_DEFAULTS["objective"]
+    shrink_factor: float = _TOPOGRAPHY_DEFAULTS["shrink_factor"]
     seed: int = 0
     data_dir: str | None = None
     out: str = "runs/run"
@@ -74,11 +79,7 @@ class RunConfig:
                 f"weight_decay_mode must be one of {recipe.WEIGHT_DECAY_MODES}, "
                 f"got {self.weight_decay_mode!r}."
             )
-        if self.topography is not None and self.topography not in positions.SCHEME_DIMENSIONS:
-            raise ValueError(
-                f"topography must be None (baseline) or one of "
-                f"{sorted(positions.SCHEME_DIMENSIONS)}, got {self.topography!r}."
-            )
+        self.settings()  # validates the topographic options (the baseline's too)
         if str(self.jit_compile).lower() not in JIT_CHOICES:
             raise ValueError(f"jit_compile must be one of {JIT_CHOICES}, got {self.jit_compile!r}.")
         if self.epochs is None:
@@ -87,24 +88,28 @@ class RunConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
 
+    def settings(self):
+        """The run's `keras_topo.Topography` (for the baseline: the settings it would use)."""
+        return Topography(
+            scheme=self.topography or _TOPOGRAPHY_DEFAULTS["scheme"],
+            dimension=self.dimension,
+            distance=self.distance,
+            weight=self.topographic_weight,
+            reduction=self.reduction,
+            nested_factor=self.nested_factor,
+            objective=self.objective,
+            shrink_factor=self.shrink_factor,
+        )
+
 
 def build_model(config, input_shape, num_classes):
     """The application named by `config.model`, topographic or not, uncompiled."""
     from keras_topo import applications
 
-    builder = {
-        "resnet18": applications.ResNet18,
-        "vgg16": applications.VGG16,
-        "densenet121": applications.DenseNet121,
-    }[config.model]
-    return builder(
+    return applications.BUILDERS[config.model](
         input_shape,
         num_classes,
-        topography=config.topography,
-        dimension=config.dimension,
-        distance=config.distance,
-        topographic_weight=config.topographic_weight,
-        reduction=config.reduction,
+        topography=None if config.topography is None else config.settings(),
         width_multiplier=config.width_multiplier,
     )
 
@@ -196,7 +201,7 @@ def train(config, callbacks=()):
         )
         compile_model(model, jit_compile, optimizer)
         bookkeeping = [
-            TopographicLossLogger(),
+            TopographicLossLogger(validation),
             keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
             keras.callbacks.ModelCheckpoint(
                 str(out / "best.keras"),
@@ -288,12 +293,14 @@ def _load(config, split, subset=None):
 def _write_or_check_config(out, config):
     path = out / "config.json"
     current = dataclasses.asdict(config)
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
     if path.exists():
         previous = json.loads(path.read_text())
         changed = sorted(
             key
             for key in set(previous) | set(current)
-            if key not in _BOOKKEEPING and previous.get(key) != current.get(key)
+            # A field missing from an older config.json had its default then.
+            if key not in _BOOKKEEPING and previous.get(key, defaults.get(key)) != current.get(key)
         )
         if changed:
             raise ValueError(

@@ -10,7 +10,7 @@ from keras_topo import positions as positions_lib
 from keras_topo.figures.pruning_curve import plot_pruning_curves
 from keras_topo.figures.schemes import plot_position_schemes
 from keras_topo.figures.topography import layer_statistics, plot_topography
-from keras_topo.topographic_conv2d import TopographicConv2D
+from keras_topo.topographic_conv import TopographicConv2D
 
 
 def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batches=None):
