@@ -1,0 +1,215 @@
+"""Is there a map? Scores of the topographic layers of a trained model.
+
+`measure_topography(model, x, y)` reads each topographic layer's pre-activation output on `x`
+(one sub-model, batch by batch), accumulates its channels' statistics and scores the map; see
+`keras_topo.metrics.map_scores` for the definitions. Higher = more map-like, about 0 for a
+random arrangement of the same channels.
+"""
+
+import numpy as np
+
+from keras_topo import layer_selection, positions
+from keras_topo.metrics import map_scores
+from keras_topo.metrics.channel_statistics import ChannelStatistics
+from keras_topo.metrics.map_scores import (
+    class_selectivity,
+    distance_correlation,
+    morans_i,
+    morans_i_test,
+    shuffled_curve_band,
+    similarity_curve,
+    smoothness,
+)
+
+SCORES = ("distance_correlation", "smoothness", "selectivity_morans_i", "selectivity_p_value")
+
+
+def measure_topography(
+    model,
+    x,
+    y=None,
+    layers=None,
+    batch_size=256,
+    bins=10,
+    permutations=999,
+    shuffles=100,
+    seed=0,
+):
+    """Map scores of each topographic layer of `model` on inputs `x` (and labels `y`).
+
+    Args:
+        model: a built Keras model with topographic layers (found through nested models).
+        x: inputs `(N, ...)` (array-like), or an iterable of batches (e.g. a `tf.data.Dataset`)
+            yielding `inputs` or `(inputs, labels)`; labels from the batches take `y`'s role.
+        y: class labels `(N,)` (ints) or one-hot `(N, K)`, or None (no selectivity scores).
+        layers: which topographic layers (`keras_topo.layer_selection` rules); None: all.
+        batch_size: images per forward pass when `x` is an array.
+        bins: distance bins of the similarity-vs-distance curve (and of `smoothness`).
+        permutations: position shuffles for the Moran's I p-value.
+        shuffles: position shuffles for the curve's chance band.
+        seed: seed of the shuffles.
+
+    Returns:
+        `{layer_name: scores}` in model order; `scores` holds the floats named in `SCORES`
+        (the selectivity ones only with labels), `channels`, `positions` `(C, dim)` list,
+        `curve` (`distance`, `similarity`, `pairs`, `shuffled_low`, `shuffled_high` lists,
+        5th/95th percentiles) and, with labels, `preferred_class` per channel.
+
+    Raises:
+        ValueError: no topographic layer, labels whose length differs from `x`, `y` given
+            with a dataset that yields labels, a layer with fewer than 3 channels, no input.
+    """
+    chosen = layer_selection.select_layers(
+        model, layers, layer_selection.is_topographic, "topographic"
+    )
+    for layer in chosen:
+        if layer.filters < 3:
+            raise ValueError(
+                f"Layer {layer.name!r} has {layer.filters} channels: map scores need at least 3."
+            )
+    statistics = _accumulate(model, chosen, x, y, batch_size)
+    return {
+        layer.name: _scores(layer, stats, bins, permutations, shuffles, seed)
+        for layer, stats in zip(chosen, statistics, strict=True)
+    }
+
+
+def map_positions(layer):
+    """The positions a layer's objective arranges its channels on, `(C, dim)`.
+
+    The "weights" objective (TopoLoss) uses its own row-major sheet, not `layer.positions`.
+    """
+    topography = getattr(layer, "topography", None)
+    if getattr(topography, "objective", "activation") == "weights":
+        from keras_topo.objectives import sheet_positions
+
+        return sheet_positions(layer.filters)
+    return np.asarray(layer.positions)
+
+
+def _scores(layer, stats, bins, permutations, shuffles, seed):
+    pos = map_positions(layer)
+    distance = getattr(getattr(layer, "topography", None), "distance", "euclidean")
+    distances = positions.pairwise_distances(pos, distance).astype("float64")
+    similarity = stats.correlation()
+    centres, means, counts = similarity_curve(similarity, distances, bins)
+    low, high = shuffled_curve_band(similarity, distances, bins, shuffles, seed=seed)
+    scores = {
+        "distance_correlation": distance_correlation(similarity, distances),
+        "smoothness": smoothness(similarity, distances, bins),
+        "channels": int(layer.filters),
+        "positions": np.asarray(pos).tolist(),
+        "curve": {
+            "distance": centres.tolist(),
+            "similarity": _nan_to_none(means),
+            "pairs": counts.tolist(),
+            "shuffled_low": _nan_to_none(low),
+            "shuffled_high": _nan_to_none(high),
+        },
+    }
+    if stats.class_sums:
+        labels, class_means = stats.class_means()
+        selectivity = class_selectivity(class_means)  # (C, K)
+        scores["selectivity_morans_i"], scores["selectivity_p_value"] = morans_i_test(
+            selectivity, distances, permutations, seed
+        )
+        scores["preferred_class"] = [int(labels[k]) for k in np.argmax(selectivity, axis=1)]
+    return scores
+
+
+def _nan_to_none(values):
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def _accumulate(model, layers, x, y, batch_size):
+    """One `ChannelStatistics` per layer, from the layers' pre-activation outputs on `x`."""
+    import keras
+
+    try:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        probe = keras.Model(inputs, [layer.output for layer in layers])
+    except (ValueError, AttributeError) as error:
+        raise ValueError(
+            "measure_topography reads the layers' outputs with a sub-model of "
+            f"{model.name!r}, which needs a functional or Sequential model whose topographic "
+            f"layers are called on its inputs (not inside a nested model): {error}"
+        ) from error
+    statistics = [ChannelStatistics(layer.filters) for layer in layers]
+    # With the activations off, the layers' outputs are their pre-activation outputs.
+    activations = [layer.activation for layer in layers]
+    seen = 0
+    try:
+        for layer in layers:
+            layer.activation = None
+        for inputs, labels in _batches(x, y, batch_size):
+            outputs = probe.predict_on_batch(inputs)
+            if len(layers) == 1 and not isinstance(outputs, (list, tuple)):
+                outputs = [outputs]
+            for layer, stats, out in zip(layers, statistics, outputs, strict=True):
+                out = np.asarray(keras.ops.convert_to_numpy(out))
+                if getattr(layer, "data_format", "channels_last") == "channels_first":
+                    out = np.moveaxis(out, 1, -1)
+                stats.update(out, labels)
+            seen += len(labels) if labels is not None else 1
+    finally:
+        for layer, activation in zip(layers, activations, strict=True):
+            layer.activation = activation
+    if seen == 0:
+        raise ValueError("measure_topography: `x` holds no input.")
+    return statistics
+
+
+def _labels(y):
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return np.argmax(y, axis=1)
+    if y.ndim != 1:
+        raise ValueError(f"y must be labels (N,) or one-hot (N, K), got shape {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.mod(y, 1) == 0):
+            raise ValueError("y must hold integer class labels (or one-hot rows).")
+        y = y.astype("int64")
+    return y
+
+
+def _batches(x, y, batch_size):
+    """`(inputs, labels or None)` batches from an array `x` (+ `y`) or an iterable of batches."""
+    if hasattr(x, "shape") and hasattr(x, "__len__"):
+        if y is not None:
+            y = _labels(y)
+            if len(y) != len(x):
+                raise ValueError(
+                    f"y has {len(y)} labels but x has {len(x)} inputs: give one label per input."
+                )
+        for start in range(0, len(x), batch_size):
+            stop = start + batch_size
+            yield np.asarray(x[start:stop]), None if y is None else y[start:stop]
+        return
+    for batch in x:
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            if y is not None:
+                raise ValueError(
+                    "x yields (inputs, labels) batches and y was given too: pass only one of them."
+                )
+            yield np.asarray(batch[0]), _labels(batch[1])
+        else:
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if y is not None:
+                raise ValueError("With batches for x, give labels inside the batches, not as y.")
+            yield np.asarray(inputs), None
+
+
+__all__ = [
+    "SCORES",
+    "ChannelStatistics",
+    "class_selectivity",
+    "distance_correlation",
+    "map_positions",
+    "map_scores",
+    "measure_topography",
+    "morans_i",
+    "morans_i_test",
+    "shuffled_curve_band",
+    "similarity_curve",
+    "smoothness",
+]
