@@ -1,4 +1,5 @@
-"""keras_topo.pruning: channel choice, masks, the structural rebuild, costs and export."""
+"""keras_topo.pruning with coupling="expand" (the paper's per-layer pruning): channel choice,
+masks, the structural rebuild, costs and export. Group coupling: test_pruning_groups.py."""
 
 import functools
 
@@ -19,6 +20,7 @@ from keras_topo.pruning import (
 from keras_topo.pruning.importance import channel_scores, kept_channels, pruned_count
 
 FRACTIONS = (0.25, 0.5, 0.75)
+prune_expand = functools.partial(prune_channels, coupling="expand")
 
 
 # --- fixtures: small functional models with the paper's structures ------------------------------
@@ -105,8 +107,8 @@ def chain():
 
 def assert_remove_equals_mask(model, fraction, **kwargs):
     x = np.random.default_rng(1).normal(size=(4, *model.input_shape[1:])).astype("float32")
-    masked = prune_channels(model, fraction, mode="mask", **kwargs)
-    removed = prune_channels(model, fraction, mode="remove", **kwargs)
+    masked = prune_expand(model, fraction, mode="mask", **kwargs)
+    removed = prune_expand(model, fraction, mode="remove", **kwargs)
     want = keras.ops.convert_to_numpy(masked(x, training=False))
     got = keras.ops.convert_to_numpy(removed(x, training=False))
     unpruned = keras.ops.convert_to_numpy(model(x, training=False))
@@ -142,7 +144,7 @@ def test_scores_are_filter_norms_and_lowest_are_pruned():
 def test_random_criterion_is_seeded():
     model = resnet_like()
     kept = [
-        prune_channels(model, 0.5, "random", mode="remove", seed=s).get_layer("b2_conv2").positions
+        prune_expand(model, 0.5, "random", mode="remove", seed=s).get_layer("b2_conv2").positions
         for s in (1, 1, 2)
     ]
     np.testing.assert_array_equal(kept[0], kept[1])
@@ -155,7 +157,7 @@ def test_random_criterion_is_seeded():
 def test_mask_zeroes_lowest_l2_filters_and_biases_only():
     model = densenet_like()
     before = [w.copy() for w in model.get_weights()]
-    masked = prune_channels(model, 0.5, mode="mask")
+    masked = prune_expand(model, 0.5, mode="mask")
     for name in ("stem", "dense2"):  # the TopographicConv2D layers
         original = model.get_layer(name)
         kernel, bias = (keras.ops.convert_to_numpy(v) for v in (original.kernel, original.bias))
@@ -216,7 +218,7 @@ def test_remove_sequential_and_all_convs_of_resnet():
 
 def test_removed_topographic_layers_keep_surviving_positions_and_train():
     model = resnet_like()
-    removed = prune_channels(model, 0.5, mode="remove")
+    removed = prune_expand(model, 0.5, mode="remove")
     for name in ("stem", "b1_conv2", "b2_conv2"):
         original, layer = model.get_layer(name), removed.get_layer(name)
         assert isinstance(layer, TopographicConv2D)
@@ -253,21 +255,21 @@ def test_expand_channels_scatters_between_constants():
         ({"fraction": "0.5"}, "fraction"),
         ({"fraction": 0.5, "criterion": "l3"}, "criterion"),
         ({"fraction": 0.5, "mode": "drop"}, "mode"),
-        ({"fraction": 0.5, "layers": ["nope"]}, "not a layer"),
+        ({"fraction": 0.5, "layers": ["nope"]}, "'nope' is not a Conv2D"),
         ({"fraction": 0.5, "layers": ["c1_bn"]}, "not a Conv2D"),
         ({"fraction": 0.5}, "layers="),  # no TopographicConv2D in `chain`
     ],
 )
 def test_bad_input_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        prune_channels(chain(), **kwargs)
+        prune_expand(chain(), **kwargs)
 
 
 def test_subclassed_model_raises():
     model = Subclassed()
     model(np.zeros((1, 5, 5, 1), "float32"))
     with pytest.raises(ValueError, match="subclassed"):
-        prune_channels(model, 0.5, layers=["conv2d"])
+        prune_expand(model, 0.5, layers=["conv2d"])
 
 
 # --- costs ---------------------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def test_count_macs_and_params_from_shapes():
 
 def test_compare_reports_ratios_and_latency():
     model = chain()
-    removed = prune_channels(model, 0.5, layers=["c1", "c2"])
+    removed = prune_expand(model, 0.5, layers=["c1", "c2"])
     result = compare(model, removed, batch_size=4, repeats=2, warmup=1)
     assert result["params_ratio"] == pytest.approx(count_params(removed) / count_params(model))
     assert 0 < result["macs_ratio"] < 1 and result["latency_a"] > 0
@@ -300,7 +302,7 @@ def test_compare_reports_ratios_and_latency():
 
 
 def test_keras_file_round_trip(tmp_path):
-    removed = prune_channels(resnet_like(), 0.5)
+    removed = prune_expand(resnet_like(), 0.5)
     path = tmp_path / "pruned.keras"
     removed.save(path)
     loaded = keras.saving.load_model(path)
@@ -319,7 +321,7 @@ def test_keras_file_round_trip(tmp_path):
 def test_saved_model_export_serves_same_outputs(tmp_path):
     import tensorflow as tf
 
-    removed = prune_channels(densenet_like(), 0.5)
+    removed = prune_expand(densenet_like(), 0.5)
     removed.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
     served = tf.saved_model.load(str(tmp_path / "saved"))
     x = np.random.default_rng(3).normal(size=(2, 12, 12, 3)).astype("float32")

@@ -1,9 +1,11 @@
-"""Structural channel pruning of Keras 3 functional models (paper section 3.4, and beyond).
+"""Structural channel pruning of Keras 3 functional and Sequential models.
 
-`prune_channels(model, fraction, ...)` prunes output channels of conv layers, either as the
-paper does (`mode="mask"`: zeroed filters) or by rebuilding a smaller model with the filters
-removed (`mode="remove"`, same outputs). `compare(model_a, model_b)` reports parameters, MACs
-and measured latency.
+`prune_channels(model, fraction, ...)` prunes output channels: by default each group of coupled
+channels (`channel_groups(model)`: through residual sums, concatenations, depthwise convs,
+nested models and raw `keras.ops`) as one unit, or as the paper does, layer by layer
+(`coupling="expand"`). `mode="remove"` rebuilds a smaller model, `mode="mask"` zeroes weights;
+both compute the same function. `register_handler` teaches the pruner a custom layer;
+`compare(model_a, model_b)` reports parameters, MACs and measured latency.
 """
 
 from keras_topo.pruning.cost import (
@@ -14,14 +16,31 @@ from keras_topo.pruning.cost import (
     measure_latency,
 )
 from keras_topo.pruning.expand_channels import ExpandChannels
+from keras_topo.pruning.graph import ChannelGroup, channel_groups
+from keras_topo.pruning.handlers import (
+    ChannelHandler,
+    Elementwise,
+    Follower,
+    Producer,
+    register_handler,
+)
 from keras_topo.pruning.prune import prune_channels
+from keras_topo.pruning.report import PruningReport
 
 __all__ = [
+    "ChannelGroup",
+    "ChannelHandler",
+    "Elementwise",
     "ExpandChannels",
+    "Follower",
+    "Producer",
+    "PruningReport",
+    "channel_groups",
     "compare",
     "count_macs",
     "count_params",
     "format_comparison",
     "measure_latency",
     "prune_channels",
+    "register_handler",
 ]

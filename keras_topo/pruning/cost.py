@@ -5,6 +5,11 @@ import time
 import keras
 import numpy as np
 
+# Keras exports no common base of Conv1D/2D/3D (resp. the depthwise and separable families).
+from keras.src.layers.convolutional.base_conv import BaseConv
+from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
+from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
+
 
 def count_params(model):
     """Number of trainable parameters (as torch's `sum(p.numel())`; BN statistics excluded)."""
@@ -14,8 +19,8 @@ def count_params(model):
 def count_macs(model):
     """Multiply-accumulates of one example's forward pass, counted from the layers' shapes.
 
-    Counted: `Conv2D` (`H' W' C_out kh kw C_in / groups`), `DepthwiseConv2D`
-    (`H' W' C_out kh kw`), `SeparableConv2D` (its depthwise and pointwise parts), `Dense`
+    Counted: `Conv1D/2D/3D` (`H' W' C_out kh kw C_in / groups`), `DepthwiseConv1D/2D`
+    (`H' W' C_out kh kw`), `SeparableConv1D/2D` (depthwise and pointwise parts), `Dense`
     (`positions * C_in * units`), recursively inside nested models. Other layers (batch norm,
     activations, pooling, additions) are not counted, as in the usual MAC tables. Needs a model
     with a static input shape.
@@ -36,13 +41,7 @@ def count_macs(model):
 
 
 def _layer_macs(layer, in_shape, out_shape):
-    counted = (
-        keras.layers.Conv2D,
-        keras.layers.DepthwiseConv2D,
-        keras.layers.SeparableConv2D,
-        keras.layers.Dense,
-    )
-    if not isinstance(layer, counted):
+    if not isinstance(layer, (BaseConv, BaseDepthwiseConv, BaseSeparableConv, keras.layers.Dense)):
         return 0
     if any(d is None for d in (*in_shape[1:], *out_shape[1:])):
         raise ValueError(
@@ -54,9 +53,9 @@ def _layer_macs(layer, in_shape, out_shape):
     if isinstance(layer, keras.layers.Dense):
         return positions * c_in * c_out
     taps = int(np.prod(layer.kernel_size))
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
+    if isinstance(layer, BaseDepthwiseConv):
         return positions * c_out * taps
-    if isinstance(layer, keras.layers.SeparableConv2D):
+    if isinstance(layer, BaseSeparableConv):
         depth = c_in * layer.depth_multiplier
         return positions * depth * (taps + c_out)
     return positions * c_out * taps * c_in // layer.groups
@@ -94,8 +93,8 @@ def compare(model_a, model_b, batch_size=32, repeats=20, warmup=3, print_table=F
 def format_comparison(result, name_a="a", name_b="b"):
     """A text table of a `compare` result."""
     rows = [("params", "params", "{:,}", 1), ("MACs", "macs", "{:,}", 1)]
-    if "latency_a" in result:
-        rows.append(("latency (ms)", "latency", "{:.2f}", 1e3))
+    rows.append(("latency (ms)", "latency", "{:.2f}", 1e3))
+    rows = [row for row in rows if f"{row[1]}_a" in result]
     lines = [f"{'':12} {name_a:>16} {name_b:>16} {'b / a':>7}"]
     for label, key, fmt, scale in rows:
         a, b = (fmt.format(result[f"{key}_{s}"] * scale) for s in "ab")

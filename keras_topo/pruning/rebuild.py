@@ -36,7 +36,7 @@ from keras import ops
 from keras_topo.pruning.channel_fold import bias_fold_is_exact, fold_removed_inputs
 from keras_topo.pruning.expand_channels import ExpandChannels
 from keras_topo.pruning.layer_copy import from_config_zero_init, restore_initializers
-from keras_topo.topographic_conv2d import TopographicConv2D
+from keras_topo.topographic_conv import TopographicConv2D
 
 CHANNELWISE = (
     keras.layers.BatchNormalization,
@@ -108,7 +108,7 @@ class _Rebuilder:
     def __init__(self, kept_by_layer):
         self.kept_by_layer = {k: np.asarray(v, dtype="int64") for k, v in kept_by_layer.items()}
         self.states = {}  # id(rebuilt tensor) -> ChannelState, only for narrowed tensors
-        self.clones = {}  # id(original layer) -> its unchanged copy, shared by all its calls
+        self.copies = {}  # id(original layer) -> (copy, config, weights), shared by its calls
         self.expanded = {}  # (id(tensor), index) -> ExpandChannels output
         self.padded = {}  # id(narrowed ZeroPadding2D output) -> (input state, layer, kwargs)
         self.names = set()
@@ -137,11 +137,8 @@ class _Rebuilder:
         return self.unchanged(layer, *keras.tree.map_structure(self.materialize, (args, kwargs)))
 
     def unchanged(self, layer, args, kwargs):
-        """`layer` copied with its weights (one copy shared by all its calls) on full inputs."""
-        if id(layer) in self.clones:
-            return self.clones[id(layer)](*args, **kwargs)
-        self.clones[id(layer)], outputs = self.apply(layer, layer.get_config(), args, kwargs)
-        return outputs
+        """`layer` copied with its weights on full inputs."""
+        return self.apply(layer, layer.get_config(), args, kwargs)[1]
 
     def rewrite(self, layer, args, kwargs):
         """Outputs of the narrowed `layer`, or None when it must see its full inputs."""
@@ -337,16 +334,28 @@ class _Rebuilder:
         """A new layer of `layer`'s class from `config` (under a name unique in the model),
         called on `args`, with `weights` (dict by variable name; default: `layer`'s).
 
+        One copy serves all calls of a shared layer; calls that would need different copies
+        (their inputs lost different channels) raise a ValueError.
+
         Returns `(new layer, outputs)`.
         """
+        if weights is None:
+            weights = _numpy_weights(layer)
+        if id(layer) in self.copies:
+            new, first_config, first_weights = self.copies[id(layer)]
+            if config != first_config or not _same_weights(weights, first_weights):
+                raise ValueError(
+                    f"Layer {layer.name!r} is called more than once, on inputs pruned "
+                    'differently; coupling="expand" cannot keep it one shared layer. Use '
+                    'coupling="group" (all its calls are pruned alike).'
+                )
+            return new, new(*args, **kwargs)
         new = from_config_zero_init(layer.__class__, dict(config, name=self.unique(layer.name)))
         outputs = new(*args, **kwargs)
         restore_initializers(new, config)
-        if weights is None:
-            new.set_weights(layer.get_weights())
-        else:
-            for variable in new.weights:
-                variable.assign(weights[variable.name].astype(variable.dtype))
+        for variable in new.weights:
+            variable.assign(weights[variable.name].astype(variable.dtype))
+        self.copies[id(layer)] = (new, config, weights)
         return new, outputs
 
     def unique(self, name):
@@ -390,6 +399,10 @@ def _probe(state, shape):
     spatial = [PROBE_SIDE if d is None else d for d in shape[1:-1]]
     values = np.where(np.isin(np.arange(state.size), state.kept), 0.0, state.constants)
     return np.broadcast_to(values.astype("float32"), (1, *spatial, state.size)).copy()
+
+
+def _same_weights(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def _numpy_weights(layer):

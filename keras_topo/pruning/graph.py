@@ -1,0 +1,307 @@
+"""The channel-dependency graph of a Keras 3 functional or Sequential model.
+
+Every tensor's last axis (its channels) is described by a layout: a tuple of `Block`s, each a
+run of channels of one *channel space*. Producers (convs, dense layers) create spaces; per-channel
+layers pass them on; `Add` & co merge the spaces of their inputs (union-find); `Concatenate`
+puts layouts side by side. The merged spaces are the *groups*: channel `c` of a group is
+pruned from every producer, per-channel layer and consumer of all its spaces at once (the idea
+of Torch-Pruning's DepGraph, Fang et al., CVPR 2023; written here for Keras' functional graph).
+
+Nested models (any depth) are inlined: the graph is that of the flat model the pruner rebuilds.
+A group touched by an operation the pruner does not understand, a model input or a model output
+is *blocked*: never pruned.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras.src.models.functional import Functional
+
+from keras_topo.pruning.handlers import Block, get_handler
+
+
+class TensorKey(str):
+    """Names one tensor of the inlined graph (a str, so `keras.tree` treats it as a leaf)."""
+
+
+@dataclasses.dataclass
+class Call:
+    """One call of an operation in the inlined graph; tensors are named by keys."""
+
+    op: keras.Operation
+    args: tuple  # the call's arguments with each KerasTensor replaced by its key
+    kwargs: dict
+    inputs: list  # keys of the tensor arguments, in `keras.tree.flatten((args, kwargs))` order
+    outputs: list  # keys of the outputs
+
+
+ROLES = ("produces", "passes", "reads")
+
+
+@dataclasses.dataclass
+class Member:
+    """An operation whose weights or tensors carry a group's channels."""
+
+    name: str
+    role: str  # "produces", "passes" (per-channel / merge) or "reads" (consumer)
+
+
+class ChannelGroup:
+    """Channels that must be pruned together: `size` channels shared by its `members`.
+
+    Attributes:
+        index: the group's number in `channel_groups(model)`.
+        size: number of channels.
+        members: `Member`s in model order.
+        blocked: reasons why the group cannot be pruned (empty if it can).
+        entries: `(layer, variable name, axis, layout)` weight slices indexed by the channels.
+    """
+
+    def __init__(self, index, size):
+        self.index = index
+        self.size = size
+        self.members = []
+        self.blocked = []
+        self.entries = []
+        self.spaces = []
+
+    @property
+    def prunable(self):
+        return not self.blocked
+
+    def __repr__(self):
+        names = ", ".join(f"{m.name} ({m.role})" for m in self.members)
+        state = "prunable" if self.prunable else "blocked: " + "; ".join(self.blocked)
+        return f"group {self.index}: {self.size} channels, {state} | {names}"
+
+
+class ChannelGroups(list):
+    """The list of `ChannelGroup`s of a model; prints one line per group."""
+
+    def __str__(self):
+        return "\n".join(repr(group) for group in self)
+
+
+class ChannelGraph:
+    """The inlined call graph of a model and the channel layout of every tensor."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = []
+        self.shapes = {}  # key -> KerasTensor of the original graph (shape, dtype)
+        self.inputs, self.outputs = self._inline(model, None, ())
+        self.parent = []  # union-find over spaces
+        self.sizes = []
+        self.space_members = []
+        self.space_blocked = []
+        self.space_entries = []
+        self.layouts = {}
+        self.op_spaces = {}  # (id(op), output index) -> space, shared by all calls of op
+        self.first_inputs = {}  # id(op) -> input layouts of its first call
+        self.arguments = []
+        self._trace()
+
+    # --- inlining ---------------------------------------------------------------------------
+
+    def _inline(self, model, bound, scope):
+        """Appends the calls of `model` to `self.calls`; returns (input keys, output keys)."""
+        functional = model._functional if isinstance(model, keras.Sequential) else model
+        if not isinstance(functional, Functional):
+            raise ValueError(
+                f"Model {model.name!r} ({type(model).__name__}) has no functional graph to "
+                "prune: a subclassed model cannot be rebuilt. Rewrite it with the functional "
+                "API, or build the Sequential model with a keras.Input."
+            )
+        inputs = keras.tree.flatten(functional.inputs)
+        keys = {}
+        for i, tensor in enumerate(inputs):
+            keys[id(tensor)] = bound[i] if bound else _key(scope, tensor)
+            self.shapes.setdefault(keys[id(tensor)], tensor)
+        for depth in sorted(functional._nodes_by_depth, reverse=True):
+            for node in functional._nodes_by_depth[depth]:
+                if node.operation is None or node.is_input:
+                    continue
+                tensors = node.arguments.keras_tensors
+                if any(id(t) not in keys for t in tensors):
+                    continue  # not connected to the inputs (as Functional skips it)
+                in_keys = [keys[id(t)] for t in tensors]
+                op = node.operation
+                if isinstance(op, (Functional, keras.Sequential)):
+                    nested_scope = (*scope, op.name, len(self.calls))
+                    _, out_keys = self._inline(op, in_keys, nested_scope)
+                else:
+                    out_keys = [_key(scope, t) for t in node.outputs]
+                    args, kwargs = node.arguments.convert(
+                        lambda x: keys[id(x)] if isinstance(x, keras.KerasTensor) else x
+                    )
+                    self.calls.append(Call(op, args, kwargs, in_keys, out_keys))
+                for tensor, key in zip(node.outputs, out_keys, strict=True):
+                    keys[id(tensor)] = key
+                    self.shapes.setdefault(key, tensor)
+        outputs = [keys[id(t)] for t in keras.tree.flatten(functional.outputs)]
+        return [keys[id(t)] for t in inputs], outputs
+
+    # --- channel spaces ---------------------------------------------------------------------
+
+    def new_space(self, size):
+        self.parent.append(len(self.parent))
+        self.sizes.append(int(size))
+        self.space_members.append([])
+        self.space_blocked.append([])
+        self.space_entries.append([])
+        return (Block(len(self.parent) - 1),)
+
+    def find(self, space):
+        while self.parent[space] != space:
+            self.parent[space] = self.parent[self.parent[space]]
+            space = self.parent[space]
+        return space
+
+    def output_space(self, op, size, index=0):
+        """The layout of a new channel space made by `op` (the same one at every call)."""
+        key = (id(op), index)
+        if key not in self.op_spaces:
+            self.op_spaces[key] = self.new_space(size)
+        return self.op_spaces[key]
+
+    def merge(self, layouts, name):
+        """Couples layouts of equal width channel by channel; returns the merged layout.
+
+        Layouts made of different blocks (e.g. a concatenation added to a conv output) cannot
+        be matched block by block: their spaces are blocked instead."""
+        first = layouts[0]
+        if any(len(lay) != len(first) for lay in layouts) or any(
+            self.sizes[self.find(a.space)] != self.sizes[self.find(b.space)] or a.inner != b.inner
+            for lay in layouts
+            for a, b in zip(lay, first, strict=True)
+        ):
+            self.block(layouts, f"{name!r} merges tensors of different channel structure")
+            return first
+        for lay in layouts[1:]:
+            for a, b in zip(lay, first, strict=True):
+                self._union(a.space, b.space)
+        return first
+
+    def _union(self, a, b):
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        self.parent[a] = b
+        for table in (self.space_members, self.space_blocked, self.space_entries):
+            table[b].extend(table[a])
+            table[a] = []
+
+    def block(self, layouts, reason):
+        for layout in layouts:
+            for block in layout or ():
+                reasons = self.space_blocked[self.find(block.space)]
+                if reason not in reasons:
+                    reasons.append(reason)
+
+    def width(self, layout):
+        return sum(self.sizes[self.find(b.space)] * b.inner for b in layout)
+
+    # --- tracing ----------------------------------------------------------------------------
+
+    def _trace(self):
+        for key in self.inputs:
+            self.layouts[key] = self.new_space(self.shapes[key].shape[-1])
+            self.block([self.layouts[key]], "model input")
+        for call in self.calls:
+            self._trace_call(call)
+        for key in self.outputs:
+            self.block([self.layouts[key]], "model output")
+
+    def _trace_call(self, call):
+        op, handler = call.op, get_handler(call.op)
+        in_layouts = [self.layouts[k] for k in call.inputs]
+        inputs = list(zip([self.shapes[k] for k in call.inputs], in_layouts, strict=True))
+        outputs = [self.shapes[k] for k in call.outputs]
+        self.arguments = [
+            a for a in keras.tree.flatten((call.args, call.kwargs)) if not isinstance(a, TensorKey)
+        ]
+        out_layouts = list(handler.trace(op, inputs, outputs, self))
+        for i, (tensor, layout) in enumerate(zip(outputs, out_layouts, strict=True)):
+            if layout is not None and self.width(layout) != tensor.shape[-1]:
+                self.block([layout, *in_layouts], f"{op.name!r} changes the channel count")
+                layout = None
+            if layout is None:
+                layout = self.new_space(tensor.shape[-1])
+                self.block([layout], f"untraced output of {op.name!r}")
+            out_layouts[i] = layout
+            self.layouts[call.outputs[i]] = layout
+        if handler.shared_state and in_layouts:
+            first = self.first_inputs.setdefault(id(op), in_layouts)
+            if first is not in_layouts:  # a shared layer: one copy for all its calls
+                for a, b in zip(first, in_layouts, strict=True):
+                    self.merge([a, b], op.name)
+        self._record(op, handler, in_layouts, out_layouts)
+
+    def _record(self, op, handler, in_layouts, out_layouts):
+        made = [self.op_spaces.get((id(op), i), ()) for i in range(len(out_layouts))]
+        produced = {self.find(b.space) for layout in made for b in layout}
+        ins = {self.find(b.space) for lay in in_layouts for b in lay}
+        outs = {self.find(b.space) for lay in out_layouts for b in lay}
+        for space in ins | outs:
+            if space in produced:
+                role = "produces"
+            else:
+                role = "passes" if space in outs else "reads"
+            self.space_members[space].append(Member(op.name, role))
+        for name, axes in handler.weight_axes(op, in_layouts, out_layouts).items():
+            for axis, layout in axes:
+                for space in {self.find(b.space) for b in layout}:
+                    self.space_entries[space].append((op, name, axis, layout))
+
+    def kept(self, layout, kept_by_space):
+        """Indices kept in a tensor of `layout`, given kept channel indices per root space."""
+        parts, offset = [], 0
+        for block in layout:
+            space = self.find(block.space)
+            size = self.sizes[space]
+            kept = kept_by_space.get(space)
+            if kept is None:
+                kept = np.arange(size)
+            inner = np.arange(block.inner)
+            parts.append(offset + (kept[:, None] * block.inner + inner).ravel())
+            offset += size * block.inner
+        return np.concatenate(parts) if parts else np.zeros(0, "int64")
+
+    def groups(self):
+        """`ChannelGroups` in order of first appearance."""
+        groups, by_root = ChannelGroups(), {}
+        for space in range(len(self.parent)):
+            root = self.find(space)
+            if root not in by_root:
+                by_root[root] = ChannelGroup(len(groups), self.sizes[root])
+                group = by_root[root]
+                seen = {}
+                for member in self.space_members[root]:
+                    if member.name not in seen:
+                        seen[member.name] = Member(member.name, member.role)
+                        group.members.append(seen[member.name])
+                    elif ROLES.index(member.role) < ROLES.index(seen[member.name].role):
+                        seen[member.name].role = member.role
+                group.blocked = list(self.space_blocked[root])
+                group.entries = list(self.space_entries[root])
+                groups.append(group)
+            by_root[root].spaces.append(space)
+        return groups
+
+    def root(self, group):
+        return self.find(group.spaces[0])
+
+
+def channel_groups(model):
+    """The coupled channel groups of a functional or Sequential `model` (nested models inlined).
+
+    Returns:
+        `ChannelGroups`: a list of `ChannelGroup` (size, members with their role, why it is
+        blocked if it is), printable one line per group.
+    """
+    return ChannelGraph(model).groups()
+
+
+def _key(scope, tensor):
+    return TensorKey("/".join(map(str, (*scope, id(tensor)))))

@@ -1,0 +1,132 @@
+"""coupling="group": rebuild the inlined graph with each pruned group's channels gone (or zeroed).
+
+`mode="remove"` narrows every layer that touches a pruned group (its config from its handler,
+its weights sliced on the axes its handler names); `mode="mask"` keeps every shape and sets the
+trainable weight entries that "remove" would delete to zero (producers' filters and biases, batch
+norm gamma and beta, depthwise kernels, consumers' input rows), so both compute the same
+function wherever no operation normalises across the channel axis. Every layer is copied with
+its weights (the input model is never modified); one copy serves all calls of a shared layer.
+Nested models are inlined: the result is one flat functional model.
+"""
+
+import keras
+import numpy as np
+
+from keras_topo.pruning.handlers import get_handler
+from keras_topo.pruning.layer_copy import from_config_zero_init, restore_initializers
+
+
+def rebuild_groups(graph, kept_by_space, mode):
+    """A new functional model from `graph` (a `ChannelGraph`).
+
+    Args:
+        graph: the model's `ChannelGraph`.
+        kept_by_space: dict root space -> sorted kept channel indices of that group.
+        mode: "remove" or "mask".
+    """
+    return _GroupRebuilder(graph, kept_by_space, mode).run()
+
+
+class _GroupRebuilder:
+    def __init__(self, graph, kept_by_space, mode):
+        self.graph = graph
+        self.kept_by_space = {k: np.asarray(v, dtype="int64") for k, v in kept_by_space.items()}
+        self.narrow = mode == "remove"
+        self.copies = {}  # id(original layer) -> (copy, kept indices of its weights)
+        self.names = set()
+
+    def run(self):
+        graph = self.graph
+        functional = graph.model
+        if isinstance(functional, keras.Sequential):
+            functional = functional._functional
+        tensors = {}
+        inputs = []
+        for key in graph.inputs:
+            original = graph.shapes[key]
+            name = self.unique(original._keras_history.operation.name)
+            inputs.append(keras.Input(batch_shape=original.shape, dtype=original.dtype, name=name))
+            tensors[key] = inputs[-1]
+        for call in graph.calls:
+            args, kwargs = keras.tree.map_structure(
+                lambda x: tensors[x] if x in tensors else x, (call.args, call.kwargs)
+            )
+            outputs = keras.tree.flatten(self.call(call, args, kwargs))
+            for key, tensor in zip(call.outputs, outputs, strict=True):
+                tensors[key] = tensor
+        outputs = [tensors[key] for key in graph.outputs]
+        return keras.Model(
+            keras.tree.pack_sequence_as(functional._inputs_struct, inputs),
+            keras.tree.pack_sequence_as(functional._outputs_struct, outputs),
+            name=graph.model.name,
+        )
+
+    def call(self, call, args, kwargs):
+        op = call.op
+        if not isinstance(op, keras.layers.Layer):
+            return op(*args, **kwargs)  # a raw keras.ops operation: stateless, reused
+        handler = get_handler(op)
+        in_layouts = [self.graph.layouts[k] for k in call.inputs]
+        out_layouts = [self.graph.layouts[k] for k in call.outputs]
+        axes = handler.weight_axes(op, in_layouts, out_layouts)
+        slices = {
+            name: [(axis, self.graph.kept(layout, self.kept_by_space)) for axis, layout in entries]
+            for name, entries in axes.items()
+        }
+        if id(op) not in self.copies:
+            in_kept = [self.graph.kept(lay, self.kept_by_space) for lay in in_layouts]
+            out_kept = [self.graph.kept(lay, self.kept_by_space) for lay in out_layouts]
+            config = handler.config(op, in_kept, out_kept) if self.narrow else op.get_config()
+            layer, outputs = self.copy(op, config, slices, args, kwargs)
+            self.copies[id(op)] = (layer, slices)
+            return outputs
+        layer, first = self.copies[id(op)]
+        if not _same_slices(first, slices):
+            raise ValueError(
+                f"Layer {op.name!r} is called more than once on tensors whose channels are "
+                "pruned differently; it cannot stay one shared layer. Prune its inputs' groups "
+                "together or leave them out of `layers`."
+            )
+        return layer(*args, **kwargs)
+
+    def copy(self, op, config, slices, args, kwargs):
+        """`(copy of op from config, its outputs on args)`, weights sliced or masked."""
+        config = dict(config, name=self.unique(op.name))
+        layer = from_config_zero_init(op.__class__, config)
+        outputs = layer(*args, **kwargs)
+        restore_initializers(layer, config)
+        for old, new in zip(op.weights, layer.weights, strict=True):
+            value = keras.ops.convert_to_numpy(old)
+            for axis, kept in slices.get(old.name, []):
+                value = _narrow(value, axis, kept) if self.narrow else _mask(value, axis, kept, old)
+            new.assign(value.astype(new.dtype))
+        return layer, outputs
+
+    def unique(self, name):
+        candidate, n = name, 1
+        while candidate in self.names:
+            candidate, n = f"{name}_{n}", n + 1
+        self.names.add(candidate)
+        return candidate
+
+
+def _narrow(value, axis, kept):
+    return np.take(value, kept, axis=axis)
+
+
+def _mask(value, axis, kept, variable):
+    if not variable.trainable:
+        return value  # batch-norm statistics stay: zeroed gamma and beta silence the channel
+    keep = np.zeros(value.shape[axis], bool)
+    keep[kept] = True
+    shape = [1] * value.ndim
+    shape[axis] = -1
+    return np.where(keep.reshape(shape), value, 0).astype(value.dtype)
+
+
+def _same_slices(a, b):
+    return a.keys() == b.keys() and all(
+        len(a[k]) == len(b[k])
+        and all(x == y and np.array_equal(p, q) for (x, p), (y, q) in zip(a[k], b[k], strict=True))
+        for k in a
+    )

@@ -1,0 +1,378 @@
+"""How each operation moves channels, and how its weights follow: the pruner's handler registry.
+
+A handler tells the dependency graph (`keras_topo.pruning.graph`) three things about one
+operation class, for the channels (last axis, channels_last) of its tensors:
+
+- `trace(op, inputs, outputs, graph)`: the `Layout` of each output from the layouts of the
+  inputs (a new channel space for a producer such as a conv; the input's for batch norm; the
+  coupled inputs' for an `Add`), or None for an output whose channels are not traceable;
+- `weight_axes(op, in_layouts, out_layouts)`: `{variable name: [(axis, layout), ...]}`, which
+  axes of which variables are indexed by which channels (a conv kernel: input channels on
+  axis -2, output channels on axis -1);
+- `config(op, in_kept, out_kept)`: the config of the narrowed copy, given the kept indices of
+  each input and output (e.g. `filters=len(out_kept[0])`).
+
+Users teach the pruner their own layers with `register_handler(LayerClass, handler)`; a class
+without a handler is "unknown": the groups of all its inputs and outputs are left unpruned, with a
+warning naming it when a selected layer's group is affected.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras.src.applications.convnext import LayerScale, StochasticDepth
+from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+from keras.src.ops import nn as nn_ops
+from keras.src.ops import numpy as np_ops
+
+from keras_topo.layer_selection import is_topographic
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """`size(space) * inner` consecutive channels: channel `c * inner + k` of the block belongs
+    to channel `c` of channel space `space` (`inner > 1` after a depthwise conv with
+    `depth_multiplier=inner`)."""
+
+    space: int
+    inner: int = 1
+
+
+class ChannelHandler:
+    """Base class of the handlers: by default an operation the pruner does not understand.
+
+    Attributes:
+        shared_state: True when all calls of one (shared) layer must keep the same channels
+            (layers with per-channel weights or channel counts in their config).
+    """
+
+    shared_state = True
+
+    def trace(self, op, inputs, outputs, graph):
+        """Layouts of `outputs` (KerasTensors) from `inputs` (list of `(tensor, layout)`);
+        None entries are untraceable (their groups are not pruned). `graph` offers
+        `output_space(op, size)`, `merge(layouts, name)`, `block(layouts, reason)` and
+        `arguments` (the call's non-tensor arguments, e.g. the `3.0` of `x + 3.0`)."""
+        graph.block([layout for _, layout in inputs], f"unknown operation {op.name!r}")
+        return [None] * len(outputs)
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        return {}
+
+    def config(self, op, in_kept, out_kept):
+        return op.get_config()
+
+
+class Follower(ChannelHandler):
+    """Per-channel operations: output channel `j` is computed from input channel `j` only.
+
+    Args:
+        weights: names of the variables with one entry per channel on their last axis
+            (e.g. batch norm's `gamma`, `beta`, `moving_mean`, `moving_variance`).
+        config_key: config entry holding the channel count (e.g. LayerScale's `projection_dim`).
+        shared_state: see `ChannelHandler` (False for weightless layers).
+    """
+
+    def __init__(self, weights=(), config_key=None, shared_state=None):
+        self.weights = tuple(weights)
+        self.config_key = config_key
+        self.shared_state = bool(weights or config_key) if shared_state is None else shared_state
+
+    def trace(self, op, inputs, outputs, graph):
+        if not self.channels_last(op, inputs[0][0]):
+            return super().trace(op, inputs, outputs, graph)
+        return [inputs[0][1]] * len(outputs)
+
+    def channels_last(self, op, tensor):
+        return getattr(op, "data_format", "channels_last") == "channels_last"
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        names = {v.name for v in op.weights}
+        return {name: [(-1, out_layouts[0])] for name in self.weights if name in names}
+
+    def config(self, op, in_kept, out_kept):
+        config = op.get_config()
+        if self.config_key:
+            config[self.config_key] = int(out_kept[0].size)
+        return config
+
+
+class NormalizationFollower(Follower):
+    """Batch / layer normalisation over the last axis only (other axes: unknown).
+
+    Layer normalisation over channels is not a function-preserving mask: its mean and variance
+    span the channels, so a removed channel changes the kept ones (`mask` != `remove`)."""
+
+    def channels_last(self, op, tensor):
+        axis = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
+        rank = len(tensor.shape)
+        return [a % rank for a in axis] == [rank - 1]
+
+
+class ElementwiseActivation(Follower):
+    """`Activation` layers: per-channel unless the function mixes channels (softmax)."""
+
+    def channels_last(self, op, tensor):
+        return _is_elementwise(op.activation)
+
+
+class PReLUFollower(Follower):
+    """PReLU: `alpha` has one entry per channel unless the channel axis is shared."""
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        if op.alpha.shape[-1] == 1:
+            return {}
+        return {"alpha": [(-1, out_layouts[0])]}
+
+
+class ScalarRescaling(Follower):
+    """`Rescaling` by scalars (per-channel scales and offsets are unknown)."""
+
+    def channels_last(self, op, tensor):
+        return np.ndim(op.scale) == 0 and np.ndim(op.offset) == 0
+
+
+class Reshape(Follower):
+    """`Reshape` that keeps the channel axis last and unchanged (e.g. `(C,) -> (1, 1, C)` in
+    squeeze-and-excitation blocks); any other reshape is unknown."""
+
+    shared_state = True
+
+    def trace(self, op, inputs, outputs, graph):
+        tensor, layout = inputs[0]
+        if tuple(op.target_shape)[-1] != tensor.shape[-1]:
+            return ChannelHandler.trace(self, op, inputs, outputs, graph)
+        return [layout]
+
+    def config(self, op, in_kept, out_kept):
+        config = op.get_config()
+        config["target_shape"] = (*config["target_shape"][:-1], int(out_kept[0].size))
+        return config
+
+
+class Flatten(ChannelHandler):
+    """`Flatten` of `(B, ..., C)` with static positions: entry `p * C + c`."""
+
+    shared_state = False
+
+    def trace(self, op, inputs, outputs, graph):
+        tensor, layout = inputs[0]
+        spatial = tensor.shape[1:-1]
+        if op.data_format != "channels_last" or any(d is None for d in spatial):
+            return super().trace(op, inputs, outputs, graph)
+        return [layout * int(np.prod(spatial))]
+
+
+class Producer(ChannelHandler):
+    """Layers that make a new channel space from all their input channels: `Dense`, `Conv*`
+    (groups=1), `Conv*Transpose`. Kernels hold inputs on axis `in_axis`, outputs on
+    `out_axis`; the bias follows the outputs. A non-elementwise activation (softmax) makes the
+    output space unprunable."""
+
+    def __init__(self, count_key, in_axis=-2, out_axis=-1):
+        self.count_key = count_key
+        self.in_axis = in_axis
+        self.out_axis = out_axis
+
+    def trace(self, op, inputs, outputs, graph):
+        if getattr(op, "data_format", "channels_last") != "channels_last":
+            return super().trace(op, inputs, outputs, graph)
+        layout = graph.output_space(op, outputs[0].shape[-1])
+        if not _is_elementwise(getattr(op, "activation", None)):
+            graph.block([layout], f"{op.name!r} has a channel-mixing activation")
+        return [layout]
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        axes = {"kernel": [(self.in_axis, in_layouts[0]), (self.out_axis, out_layouts[0])]}
+        if getattr(op, "use_bias", False):
+            axes["bias"] = [(-1, out_layouts[0])]
+        return axes
+
+    def config(self, op, in_kept, out_kept):
+        if is_topographic(op):
+            return op.narrowed_config(out_kept[0])
+        config = op.get_config()
+        config[self.count_key] = int(out_kept[0].size)
+        return config
+
+
+class Conv(Producer):
+    """`Conv1D/2D/3D`: groups=1 is a producer; `groups == input channels` (depthwise as a
+    grouped conv, ConvNeXt) follows its input like `DepthwiseConv`; other grouped convs are
+    not pruned (their channel groups would have to shrink evenly)."""
+
+    def __init__(self):
+        super().__init__("filters")
+
+    def trace(self, op, inputs, outputs, graph):
+        tensor, layout = inputs[0]
+        if op.groups == 1:
+            return super().trace(op, inputs, outputs, graph)
+        if not _is_depthwise(op) or op.data_format != "channels_last":
+            graph.block([layout], f"grouped conv {op.name!r} (groups={op.groups})")
+            return [None]
+        multiplier = op.filters // tensor.shape[-1]
+        return [tuple(Block(b.space, b.inner * multiplier) for b in layout)]
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        if op.groups == 1:
+            return super().weight_axes(op, in_layouts, out_layouts)
+        if not _is_depthwise(op):
+            return {}
+        axes = {"kernel": [(-1, out_layouts[0])]}
+        if op.use_bias:
+            axes["bias"] = [(-1, out_layouts[0])]
+        return axes
+
+    def config(self, op, in_kept, out_kept):
+        config = super().config(op, in_kept, out_kept)
+        if _is_depthwise(op):
+            config["groups"] = int(in_kept[0].size)
+        return config
+
+
+class DepthwiseConv(ChannelHandler):
+    """`DepthwiseConv1D/2D`: output channel `c * depth_multiplier + k` reads input channel `c`."""
+
+    def trace(self, op, inputs, outputs, graph):
+        if op.data_format != "channels_last":
+            return super().trace(op, inputs, outputs, graph)
+        m = op.depth_multiplier
+        return [tuple(Block(b.space, b.inner * m) for b in inputs[0][1])]
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        axes = {"kernel": [(-2, in_layouts[0])]}
+        if op.use_bias:
+            axes["bias"] = [(-1, out_layouts[0])]
+        return axes
+
+
+class SeparableConv(Producer):
+    """`SeparableConv1D/2D`: a depthwise part on the inputs, a pointwise producer after it."""
+
+    def __init__(self):
+        super().__init__("filters")
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        m = op.depth_multiplier
+        expanded = tuple(Block(b.space, b.inner * m) for b in in_layouts[0])
+        axes = {
+            "depthwise_kernel": [(-2, in_layouts[0])],
+            "pointwise_kernel": [(-2, expanded), (-1, out_layouts[0])],
+        }
+        if op.use_bias:
+            axes["bias"] = [(-1, out_layouts[0])]
+        return axes
+
+
+class Elementwise(ChannelHandler):
+    """Element-wise operations of one or more tensors (`Add`, `Multiply`, `x + 3.0`, ReLU ops):
+    the full-width inputs share their channels, so their spaces become one group; inputs of
+    width 1 broadcast (squeeze-and-excitation scales `(B, 1, 1, C) * (B, H, W, C)` are full
+    width and couple). A constant argument with a channel axis is unknown."""
+
+    shared_state = False
+
+    def trace(self, op, inputs, outputs, graph):
+        width = outputs[0].shape[-1]
+        full = [layout for tensor, layout in inputs if tensor.shape[-1] == width]
+        constants = [a for a in graph.arguments if np.ndim(a) and np.shape(a)[-1] > 1]
+        if constants or not full or width is None:
+            return super().trace(op, inputs, outputs, graph)
+        return [graph.merge(full, op.name)] * len(outputs)
+
+
+class Concatenate(ChannelHandler):
+    """Concatenation on the channel axis: the inputs' layouts one after the other."""
+
+    shared_state = False
+
+    def trace(self, op, inputs, outputs, graph):
+        rank = len(outputs[0].shape)
+        if op.axis % rank != rank - 1:
+            return super().trace(op, inputs, outputs, graph)
+        return [sum((layout for _, layout in inputs), ())]
+
+
+_REGISTRY = {}
+
+
+def register_handler(cls, handler):
+    """Teaches the pruner an operation class (exact class, subclasses included).
+
+    Args:
+        cls: a `keras.layers.Layer` (or `keras.Operation`) subclass.
+        handler: a `ChannelHandler`, e.g. `Follower(weights=("scale",))` for a per-channel
+            layer with a `scale` variable of shape `(C,)`, `Elementwise()` for a merge,
+            `Producer("units")` for a dense-like layer with `kernel` `(C_in, units)`.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, keras.Operation)):
+        raise ValueError(f"cls must be a keras.Operation subclass, got {cls!r}.")
+    if not isinstance(handler, ChannelHandler):
+        raise ValueError(
+            f"handler must be a keras_topo.pruning.ChannelHandler, got {type(handler).__name__}."
+        )
+    _REGISTRY[cls] = handler
+
+
+def get_handler(op):
+    """The handler of `op`'s class (nearest registered base class), or the unknown handler."""
+    for cls in type(op).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return ChannelHandler()
+
+
+def _is_depthwise(conv):
+    """A grouped conv with one input channel per group."""
+    return conv.groups > 1 and conv.kernel.shape[-2] == 1
+
+
+def _is_elementwise(activation):
+    return getattr(activation, "__name__", "") not in ("softmax", "log_softmax")
+
+
+_L = keras.layers
+_STATELESS = Follower(shared_state=False)
+for _cls in (
+    _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Dropout, _L.SpatialDropout1D,
+    _L.SpatialDropout2D, _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout,
+    _L.AlphaDropout, _L.Identity, _L.ActivityRegularization, _L.MaxPooling1D, _L.MaxPooling2D,
+    _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D,
+    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
+    _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D, _L.UpSampling1D,
+    _L.UpSampling2D, _L.UpSampling3D, _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D,
+    _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, StochasticDepth,
+):  # fmt: skip
+    register_handler(_cls, _STATELESS)
+register_handler(_L.Softmax, ChannelHandler())  # normalises over the channels
+register_handler(_L.Rescaling, ScalarRescaling(shared_state=False))
+register_handler(_L.Activation, ElementwiseActivation(shared_state=False))
+register_handler(_L.PReLU, PReLUFollower(weights=("alpha",)))
+_BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
+register_handler(_L.BatchNormalization, NormalizationFollower(weights=_BN_WEIGHTS))
+register_handler(_L.LayerNormalization, NormalizationFollower(weights=("gamma", "beta")))
+register_handler(LayerScale, Follower(weights=("gamma",), config_key="projection_dim"))
+register_handler(_L.Reshape, Reshape())
+register_handler(_L.Flatten, Flatten())
+register_handler(_L.Dense, Producer("units"))
+for _cls in (_L.Conv1D, _L.Conv2D, _L.Conv3D):
+    register_handler(_cls, Conv())
+for _cls in (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose):
+    register_handler(_cls, Producer("filters", in_axis=-1, out_axis=-2))
+for _cls in (_L.DepthwiseConv1D, _L.DepthwiseConv2D):
+    register_handler(_cls, DepthwiseConv())
+for _cls in (_L.SeparableConv1D, _L.SeparableConv2D):
+    register_handler(_cls, SeparableConv())
+for _cls in (
+    _L.Add, _L.Subtract, _L.Multiply, _L.Average, _L.Maximum, _L.Minimum, CustomScaleLayer,
+    np_ops.Add, np_ops.Subtract, np_ops.Multiply, np_ops.Divide, np_ops.TrueDivide,
+    np_ops.Maximum, np_ops.Minimum, np_ops.Negative, np_ops.Abs, np_ops.Square, np_ops.Sqrt,
+    np_ops.Exp, np_ops.Tanh, np_ops.Clip, nn_ops.Relu, nn_ops.Relu6, nn_ops.Sigmoid,
+    nn_ops.HardSigmoid, nn_ops.HardSilu, nn_ops.Silu, nn_ops.Gelu, nn_ops.Elu, nn_ops.Selu,
+    nn_ops.LeakyRelu, nn_ops.Softplus,
+):  # fmt: skip
+    register_handler(_cls, Elementwise())
+register_handler(_L.Concatenate, Concatenate())
+register_handler(np_ops.Concatenate, Concatenate())
