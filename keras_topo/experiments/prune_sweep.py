@@ -111,7 +111,13 @@ def prune_sweep(
     points = []
     for fraction in fractions:
         pruned = pruning.prune_channels(
-            model, fraction, criterion=criterion, layers=layers, mode=mode, seed=seed
+            model,
+            fraction,
+            criterion=criterion,
+            layers=layers,
+            mode=mode,
+            coupling="expand",  # the paper's per-layer pruning
+            seed=seed,
         )
         run.compile_model(pruned, run.resolve_jit_compile(config.jit_compile))
         metrics = datasets.evaluate(pruned, config.dataset, "test", data_dir, batch_size)
