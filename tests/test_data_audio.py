@@ -305,3 +305,104 @@ def test_audio_datasets_feed_model_fit(commands_dir, bird_dir):
         history = model.fit(info.dataset, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
     assert load("speechcommands", commands_dir).num_classes == 4
+
+
+@pytest.mark.parametrize(
+    "poison, message", [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), (1e6, "1e\\+06")]
+)
+def test_read_wav_rejects_corrupt_float_samples(tmp_path, poison, message):
+    audio = _tone(440, 0.5, 16000)
+    audio[100] = poison
+    _write(str(tmp_path / "bad.wav"), audio, 16000, "FLOAT")
+    with pytest.raises(DataError, match=f"bad.wav: .*{message}"):
+        read_wav(str(tmp_path / "bad.wav"))
+
+
+def _poison(commands_dir, value):
+    """A float WAV in the training split with one corrupt sample; returns its name."""
+    audio = _tone(TONES["yes"], 0.5, 16000)
+    audio[10] = value
+    _write(os.path.join(commands_dir, "yes", "poison_nohash_0.wav"), audio, 16000, "FLOAT")
+    return "poison_nohash_0.wav"
+
+
+@pytest.mark.tf_only
+@pytest.mark.parametrize("value", [np.nan, 1e30])
+def test_a_corrupt_clip_is_named_or_skipped_never_averaged_in(commands_dir, value):
+    name = _poison(commands_dir, value)
+    with pytest.raises(DataError, match=f"{name}: .*on_error='skip'"):
+        speech_commands(commands_dir, "train")
+    x, y = _collect(speech_commands(commands_dir, "train", on_error="skip"))
+    assert len(y) == 12 and np.all(np.isfinite(x))
+    assert abs(x.mean()) < 1e-4 and abs(x.std() - 1) < 1e-3  # statistics without the clip
+    x_val, _ = _collect(speech_commands(commands_dir, "validation", on_error="skip"))
+    assert np.all(np.isfinite(x_val))
+
+
+@pytest.mark.tf_only
+def test_stats_cache_follows_the_files_contents(commands_dir):
+    """Rewriting a clip with the same size and modification time still invalidates the cache."""
+    before, _ = _collect(speech_commands(commands_dir, "validation"))
+    path = os.path.join(commands_dir, "yes", "spk0_nohash_0.wav")
+    stat = os.stat(path)
+    louder = 1.9 * soundfile.read(path, dtype="float32")[0]
+    _write(path, louder, RATES["yes"])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.path.getsize(path) == stat.st_size
+    after, _ = _collect(speech_commands(commands_dir, "validation"))
+    assert not np.allclose(before, after)  # new training statistics normalise differently
+    caches = glob.glob(os.path.join(commands_dir, ".keras_topo_stats_*.json"))
+    assert len(caches) == 2
+
+
+@pytest.mark.tf_only
+@pytest.mark.parametrize("bad", ['{"mean": NaN, "std": 1.0}', '{"mean": 0.0, "std": 0.0}', "{"])
+def test_an_unusable_stats_cache_is_recomputed(commands_dir, bad):
+    first, _ = _collect(speech_commands(commands_dir, "validation"))
+    (cache,) = glob.glob(os.path.join(commands_dir, ".keras_topo_stats_*.json"))
+    with open(cache, "w") as f:
+        f.write(bad)
+    again, _ = _collect(speech_commands(commands_dir, "validation"))
+    np.testing.assert_allclose(again, first, rtol=1e-6)
+    assert json.load(open(cache))["std"] > 0  # replaced by good statistics
+
+
+@pytest.mark.tf_only
+def test_an_all_silent_training_set_is_refused(tmp_path):
+    root = tmp_path / "silent"
+    for i in range(2):
+        _write(str(root / "quiet" / f"s{i}_nohash_0.wav"), np.zeros(8000, np.float32), 16000)
+    (root / "validation_list.txt").write_text("")
+    (root / "testing_list.txt").write_text("")
+    with pytest.raises(DataError, match="all equal \\(std 0"):
+        speech_commands(str(root), "train")
+    assert not glob.glob(str(root / ".keras_topo_stats_*"))
+
+
+@pytest.mark.tf_only
+def test_split_lists_accept_dot_slash_paths(commands_dir):
+    with open(os.path.join(commands_dir, "validation_list.txt"), "w") as f:
+        f.write("./yes/spk1_nohash_0.wav\n_unknown_//bed_spk1_nohash_0.wav.wav\n")
+    _, y_train = _collect(speech_commands(commands_dir, "train"))
+    assert len(y_train) == 12  # the listed clips stay out of training
+    _, y_val = _collect(speech_commands(commands_dir, "validation"))
+    assert sorted(y_val.tolist()) == [1, 3]
+
+
+@pytest.mark.tf_only
+def test_keras_topo_data_imports_without_the_audio_extra(tmp_path):
+    """CIFAR needs neither soundfile nor scipy; reading a WAV then says how to install them."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['soundfile'] = None; sys.modules['scipy'] = None\n"
+        "import keras_topo.data\n"
+        "try:\n"
+        f"    keras_topo.data.read_wav({str(tmp_path / 'a.wav')!r})\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'keras-topo[audio]'" in done.stdout

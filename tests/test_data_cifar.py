@@ -168,3 +168,25 @@ def test_cifar_feeds_model_fit(pickle_dir):
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(info.dataset, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.tf_only
+def test_hidden_folders_and_files_are_ignored(folder_dir):
+    checkpoints = os.path.join(folder_dir, "train", ".ipynb_checkpoints")
+    os.makedirs(checkpoints)
+    with open(os.path.join(folder_dir, "train", "cat", "._0003.png"), "wb") as f:
+        f.write(b"macOS resource fork")  # not an image
+    assert cifar_classes(folder_dir) == CLASSES
+    _, y = _collect(cifar(folder_dir, validation_size=2, augment=False))
+    assert len(y) == N - 2
+
+
+@pytest.mark.tf_only
+def test_a_broken_symlink_is_named_or_skipped(folder_dir):
+    link = os.path.join(folder_dir, "train", "dog", "gone.png")
+    os.symlink(os.path.join(folder_dir, "nowhere.png"), link)
+    with pytest.raises(DataError, match="gone.png: unreadable \\(a broken symbolic link"):
+        cifar(folder_dir, validation_size=1, split_seed=3)
+    _, y_train = _collect(cifar(folder_dir, validation_size=1, on_error="skip", augment=False))
+    _, y_val = _collect(cifar(folder_dir, "cifar10", "validation", validation_size=1))
+    assert len(y_train) + len(y_val) == N

@@ -1,20 +1,23 @@
 """WAV reading with checks, resampling to 16 kHz, and fitting clips to a fixed length.
 
 Reading uses soundfile (libsndfile); tensorflow-io's decoders do not load on TF >= 2.17.
-Resampling uses scipy's polyphase filter (`scipy.signal.resample_poly`).
+Resampling uses scipy's polyphase filter (`scipy.signal.resample_poly`). Both are the `[audio]`
+extra, imported on first use so that CIFAR needs neither.
 """
 
+import importlib
 import math
 import os
 import re
 
 import numpy as np
-import soundfile
-from scipy import signal
 
 from keras_topo.data.errors import DataError
 
 SAMPLE_RATE = 16000
+# Float WAVs hold nominal [-1, 1] samples; beyond 100 (40 dB over full scale) a file is corrupt
+# and its features would dominate the training set's normalisation statistics.
+MAX_ABS_SAMPLE = 100.0
 
 # libsndfile logs "data : <declared> (should be <present>)" when the data chunk is cut short.
 _TRUNCATED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -24,8 +27,9 @@ def read_wav(path, sample_rate=SAMPLE_RATE):
     """Reads a mono WAV file as float32 samples in [-1, 1] at `sample_rate` Hz.
 
     Returns a 1-D array `(samples,)`. Raises `DataError` naming the file when it is missing,
-    unreadable, truncated, empty, not mono, or 8-bit.
+    unreadable, truncated, empty, not mono, 8-bit, or holds NaN/inf or huge (> 100) samples.
     """
+    soundfile = _import("soundfile")
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
     try:
@@ -44,6 +48,14 @@ def read_wav(path, sample_rate=SAMPLE_RATE):
         raise DataError(f"{path}: unreadable audio file ({error})") from error
     if audio.size == 0:
         raise DataError(f"{path}: empty WAV (no samples)")
+    if not np.all(np.isfinite(audio)):
+        raise DataError(f"{path}: NaN or infinite samples (a corrupt float WAV); fix or remove it")
+    peak = float(np.max(np.abs(audio)))
+    if peak > MAX_ABS_SAMPLE:
+        raise DataError(
+            f"{path}: sample magnitude {peak:.3g}, far outside [-1, 1] (a corrupt float WAV); "
+            "fix or remove it"
+        )
     return resample(audio, rate, sample_rate)
 
 
@@ -51,6 +63,7 @@ def resample(audio, rate, target_rate=SAMPLE_RATE):
     """Resamples a 1-D float array from `rate` to `target_rate` Hz (polyphase filter)."""
     if rate == target_rate:
         return audio
+    signal = _import("scipy.signal")
     g = math.gcd(int(rate), int(target_rate))
     return signal.resample_poly(audio, target_rate // g, rate // g).astype(np.float32)
 
@@ -65,3 +78,14 @@ def fit_length(audio, length, long_clip_policy="crop"):
         return np.pad(audio, (0, length - audio.shape[0]))
     start = (audio.shape[0] - length) // 2 if long_clip_policy == "center" else 0
     return audio[start : start + length]
+
+
+def _import(module):
+    """Imports an `[audio]` extra's module, or says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"Audio datasets need {module.split('.')[0]}: pip install 'keras-topo[audio]' "
+            "(scipy and soundfile)."
+        ) from error

@@ -94,12 +94,12 @@ def _normalised(data_dir, split, split_seed, sets, fractions, on_error, subset):
 
     def compute_stats():
         decoded["train"] = _features(data_dir, "train", split_seed, sets, fractions, bad_files)
-        return feature_stats(decoded["train"][0])
+        return feature_stats(decoded["train"][0], f"the training split of {data_dir}")
 
     key = {
         "loader": "bird_dcase",
         "front_end": [log_mel_lib.NUM_MELS, log_mel_lib.WINDOW, log_mel_lib.HOP],
-        "files": file_fingerprint(train_paths),
+        "files": file_fingerprint(train_paths, data_dir),
     }
     mean, std = cached_stats(data_dir, key, compute_stats)
     if split == "train" and subset is None and "train" in decoded:

@@ -108,7 +108,11 @@ def cifar_classes(data_dir, dataset="cifar10", download=False):
         meta_file, key = spec["meta"]
         return [name.decode() for name in _unpickle(os.path.join(root, meta_file))[key]]
     train = os.path.join(root, "train")
-    names = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+    names = sorted(
+        d
+        for d in os.listdir(train)
+        if os.path.isdir(os.path.join(train, d)) and not d.startswith(".")  # .ipynb_checkpoints
+    )
     if len(names) != spec["num_classes"]:
         raise DataError(
             f"{train}: found {len(names)} class folders, expected {spec['num_classes']} for "
@@ -132,7 +136,11 @@ def _list_images(split_dir, class_names):
         folder = os.path.join(split_dir, name)
         if not os.path.isdir(folder):
             raise DataError(f"{folder}: class folder missing (classes come from train/)")
-        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(
+            f
+            for f in os.listdir(folder)
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+        )
         if not files:
             raise DataError(f"{folder}: empty class folder (no .png/.jpg images)")
         paths += [os.path.join(folder, f) for f in files]
@@ -150,15 +158,19 @@ def _decode_images(paths, on_error):
     try:
         fast = tf.data.Dataset.from_tensor_slices(paths).map(decode, pipeline.AUTOTUNE)
         return np.concatenate(list(fast.batch(4096).as_numpy_iterator())), None
-    except (tf.errors.InvalidArgumentError, ValueError):
+    except (tf.errors.OpError, ValueError):
         pass  # Find the culprits one by one, to name them.
     bad_files, images, kept = BadFiles(on_error), [], []
     for index, path in enumerate(paths):
+        if not os.path.isfile(path):
+            bad_files.report(DataError(f"{path}: unreadable (a broken symbolic link?)"))
+            continue
         try:
             images.append(decode(path).numpy())
             kept.append(index)
-        except (tf.errors.InvalidArgumentError, ValueError) as error:
-            bad_files.report(DataError(f"{path}: not a 32x32 PNG/JPEG image ({error.message})"))
+        except (tf.errors.OpError, ValueError) as error:
+            message = getattr(error, "message", str(error))
+            bad_files.report(DataError(f"{path}: not a 32x32 PNG/JPEG image ({message})"))
     bad_files.log_summary("CIFAR images")
     if not images:
         raise DataError(f"No readable image among the {len(paths)} files (e.g. {paths[0]})")

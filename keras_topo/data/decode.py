@@ -43,6 +43,9 @@ def decode_clips(paths, bad_files, length=None, long_clip_policy="crop", label="
                 bad_files.report(error)
         features_by_index = _log_mel_grouped(waves)
         for index in sorted(features_by_index):
+            if not np.all(np.isfinite(features_by_index[index])):
+                bad_files.report(DataError(f"{paths[index]}: non-finite log-mel features"))
+                continue
             features.append(features_by_index[index])
             kept.append(index)
         progress.update(min(start + CHUNK, len(paths)))

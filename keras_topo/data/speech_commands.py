@@ -8,6 +8,7 @@ to 1 s, and longer clips follow `long_clip_policy`. Every clip is decoded once i
 """
 
 import os
+import posixpath
 
 import numpy as np
 import tensorflow as tf
@@ -57,8 +58,11 @@ def speech_commands_labels(data_dir):
 
 
 def _read_list(data_dir, name):
+    """The entries of a split list as `label/file.wav` (`./label/file.wav`, `label\\file.wav`
+    and `label//file.wav` name the same clip)."""
     with open(os.path.join(data_dir, name)) as f:
-        return [line.strip() for line in f if line.strip()]
+        lines = [line.strip().replace("\\", "/") for line in f]
+    return [posixpath.normpath(line) for line in lines if line]
 
 
 def split_files(data_dir, split, labels, bad_files):
@@ -78,7 +82,9 @@ def split_files(data_dir, split, labels, bad_files):
     files, ids = [], []
     for label in labels:
         folder = os.path.join(data_dir, label)
-        wavs = sorted(f for f in os.listdir(folder) if f.lower().endswith(".wav"))
+        wavs = sorted(
+            f for f in os.listdir(folder) if f.lower().endswith(".wav") and not f.startswith(".")
+        )
         if not wavs:
             bad_files.report(DataError(f"{folder}: empty class folder (no .wav files)"))
         kept = [f"{label}/{f}" for f in wavs if f"{label}/{f}" not in excluded]
@@ -148,14 +154,14 @@ def speech_commands(
         decoded["train"] = _decode(
             data_dir, train_files, train_ids, bad_files, long_clip_policy, "train"
         )
-        return feature_stats([decoded["train"][0]])
+        return feature_stats([decoded["train"][0]], f"the training split of {data_dir}")
 
     key = {
         "loader": "speech_commands",
         "labels": labels,
         "long_clip_policy": long_clip_policy,
         "front_end": [log_mel_lib.NUM_MELS, log_mel_lib.WINDOW, log_mel_lib.HOP],
-        "files": file_fingerprint([os.path.join(data_dir, f) for f in train_files]),
+        "files": file_fingerprint([os.path.join(data_dir, f) for f in train_files], data_dir),
     }
     mean, std = cached_stats(data_dir, key, compute_stats)
     if split == "train":
