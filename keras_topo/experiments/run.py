@@ -114,6 +114,22 @@ def build_model(config, input_shape, num_classes):
     )
 
 
+def map_scores(model, config, split):
+    """`keras_topo.metrics.measure_topography` of `model` on `split` (a `datasets.Split`).
+
+    A baseline is scored on the positions its topographic twin gives the same layers (same
+    weights), the reference an arrangement without a map scores.
+    """
+    from keras_topo.metrics import measure_topography
+
+    if config.topography is None:
+        twin_config = dataclasses.replace(config, topography=_TOPOGRAPHY_DEFAULTS["scheme"])
+        twin = build_model(twin_config, split.input_shape, split.num_classes)
+        twin.set_weights(model.get_weights())
+        model = twin
+    return measure_topography(model, split.dataset)
+
+
 def resolve_jit_compile(choice):
     """`jit_compile` for `Model.compile`: "default" -> False on CPU, "auto" on an accelerator."""
     choice = str(choice).lower()
@@ -228,6 +244,7 @@ def train(config, callbacks=()):
             keras.saving.load_model(out / "best.keras", compile=False), jit_compile
         )
         test = datasets.evaluate(best, config.dataset, "test", config.data_dir, config.batch_size)
+        maps = map_scores(best, config, _load(config, "test"))
     result = results.make(
         config=dataclasses.asdict(config),
         epochs=read_log(out / "log.csv"),
@@ -237,6 +254,7 @@ def train(config, callbacks=()):
         jit_compile=jit_compile,
         wall_time_s=time.time() - start,
     )
+    result["map_scores"] = maps
     results.write(out, result)
     shutil.rmtree(out / "backup", ignore_errors=True)
     return result
