@@ -40,7 +40,7 @@ history = topo.fit(
     validation_data=(images[1500:], labels[1500:]),
     epochs=5,
     batch_size=64,
-    callbacks=[keras_topo.TopographicLossLogger()],
+    callbacks=[keras_topo.TopographicLossLogger(images[1500:1564])],
     verbose=2,
 )
 print("topographic loss per layer (last epoch):")
@@ -49,3 +49,7 @@ for name, values in history.history.items():
         print(f"  {name.removeprefix('topo_loss/')}: {values[-1]:.4f}")
 print(f"validation accuracy: {history.history['val_accuracy'][-1]:.3f}")
 print("conv2 channel positions:", topo.get_layer("conv2").positions.shape)  # (64, 2)
+
+# 4. Ship it: the plain Keras model back, same weights and outputs, no training-only losses.
+plain = keras_topo.strip_topography(topo)
+print(f"stripped: {len(plain.losses)} losses, {len(keras_topo.topographic_layers(plain))} topographic layers")
