@@ -2,8 +2,10 @@
 
 VGG-16 (all 13 convs pruned) and ResNet-18 (its 5 topographic layers, `topography="grid"`)
 on 32x32x3 inputs, at fractions 0.25 / 0.5 / 0.75 of each pruned layer's channels, with
-`prune_channels(mode="remove")`. Latencies: batch 32, `predict_on_batch`, pruned and
-unpruned timed interleaved in the same run, median of `--repeats`. Batch-norm statistics are
+`prune_channels(mode="remove", coupling="expand")` (the paper's per-layer pruning; group
+pruning of keras.applications models: bench_pruning_applications.py). Latencies: batch 32,
+`predict_on_batch`, pruned and unpruned timed interleaved in the same run, median of
+`--repeats`. Batch-norm statistics are
 randomised so that the pruned channels' constants are non-zero (the folds are exercised).
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_pruning.py [--repeats 7]
@@ -49,7 +51,7 @@ def main():
         model = build((32, 32, 3), 10, topography="grid", width_multiplier=args.width_multiplier)
         randomize_batch_norm(model)
         for fraction in FRACTIONS:
-            pruned = prune_channels(model, fraction, mode="remove")
+            pruned = prune_channels(model, fraction, mode="remove", coupling="expand")
             r = compare(model, pruned, batch_size=args.batch_size, repeats=args.repeats)
             print(
                 f"{build.__name__:10} {fraction:8.2f} {r['params_ratio']:8.3f} "

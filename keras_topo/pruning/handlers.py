@@ -54,7 +54,11 @@ class ChannelHandler:
         None entries are untraceable (their groups are not pruned). `graph` offers
         `output_space(op, size)`, `merge(layouts, name)`, `block(layouts, reason)` and
         `arguments` (the call's non-tensor arguments, e.g. the `3.0` of `x + 3.0`)."""
-        graph.block([layout for _, layout in inputs], f"unknown operation {op.name!r}")
+        return self.untraceable(op, inputs, outputs, graph, f"unknown operation {op.name!r}")
+
+    def untraceable(self, op, inputs, outputs, graph, reason):
+        """Blocks the groups of all inputs (outputs get new blocked spaces): returns Nones."""
+        graph.block([layout for _, layout in inputs], reason)
         return [None] * len(outputs)
 
     def weight_axes(self, op, in_layouts, out_layouts):
@@ -81,10 +85,12 @@ class Follower(ChannelHandler):
 
     def trace(self, op, inputs, outputs, graph):
         if not self.channels_last(op, inputs[0][0]):
-            return super().trace(op, inputs, outputs, graph)
+            reason = f"{op.name!r} mixes channels or does not act on the last axis"
+            return self.untraceable(op, inputs, outputs, graph, reason)
         return [inputs[0][1]] * len(outputs)
 
     def channels_last(self, op, tensor):
+        """Whether `op` acts on each channel of the last axis separately."""
         return getattr(op, "data_format", "channels_last") == "channels_last"
 
     def weight_axes(self, op, in_layouts, out_layouts):
