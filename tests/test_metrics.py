@@ -158,3 +158,51 @@ def test_bad_input():
         measure_topography(model, x[:0])
     with pytest.raises(ValueError, match="integer class labels"):
         measure_topography(model, x, y + 0.5)
+
+
+@pytest.mark.tf_only  # the runner's datasets are tf.data pipelines
+def test_runner_scores_a_baseline_on_its_twins_positions():
+    from keras_topo.experiments import datasets, run
+
+    config = run.RunConfig(dataset="digits", width_multiplier=0.25, epochs=1)
+    split = datasets.load("digits", "test", batch_size=128)
+    baseline = run.build_model(config, split.input_shape, split.num_classes)
+    scores = run.map_scores(baseline, config, split)
+    assert list(scores) == [
+        "stem_conv",
+        "stage1_block2_conv2",
+        "stage2_block2_conv2",
+        "stage3_block2_conv2",
+        "stage4_block2_conv2",
+    ]
+    for layer in scores.values():
+        assert abs(layer["distance_correlation"]) < 0.2  # untrained, no map
+        assert 0.0 <= layer["selectivity_p_value"] <= 1.0
+
+
+def test_report_averages_map_scores_over_layers_then_seeds():
+    from keras_topo.experiments import report
+
+    def result(seed, scores):
+        return {
+            "status": "complete",
+            "organisation": "grid-2d",
+            "config": {"dataset": "cifar10", "model": "resnet18", "topography": "grid"}
+            | {"topographic_weight": 1.0, "seed": seed},
+            "best_val_accuracy": 0.5,
+            "test": {"accuracy": 0.5},
+            "map_scores": {
+                name: dict(zip(report.MAP_SCORES, values, strict=True))
+                for name, values in scores.items()
+            },
+        }
+
+    found = [
+        result(0, {"a": (0.1, 0.2, 0.3), "b": (0.3, 0.4, 0.5)}),
+        result(1, {"a": (0.5, 0.0, 0.1), "b": (0.5, 0.0, 0.1)}),
+    ]
+    (row,) = report.summarise(found)
+    assert row["distance_correlation_mean"] == pytest.approx(0.35)
+    assert row["smoothness_mean"] == pytest.approx(0.15)
+    assert row["selectivity_morans_i_mean"] == pytest.approx(0.25)
+    assert "| cifar10 | resnet18 | grid-2d | 0.350 | 0.150 | 0.250 |" in report.to_markdown([row])

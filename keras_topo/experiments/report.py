@@ -4,6 +4,9 @@ Per dataset and model, one row per organisation plus the baseline: for each orga
 lambda with the best mean validation accuracy (best checkpoint of each seed) is chosen, and
 the test accuracy of that lambda is reported as mean ± std over its seeds (sample std,
 ddof=1; "±" is omitted with a single seed). BirdDCASE rows add ROC AUC.
+
+A second table gives the map scores of the same runs (`result.json`'s `map_scores`, see
+`keras_topo.metrics`), each averaged over the topographic layers, then over the seeds.
 """
 
 import csv
@@ -14,6 +17,7 @@ import numpy as np
 
 from keras_topo.experiments import results
 
+MAP_SCORES = ("distance_correlation", "smoothness", "selectivity_morans_i")
 ORDER = ("baseline", "grid-2d", "grid-3d", "nested-2d", "nested-3d", "circle-2d", "sphere-3d")
 FIELDS = (
     "dataset",
@@ -27,6 +31,7 @@ FIELDS = (
     "test_accuracy_std",
     "test_roc_auc_mean",
     "test_roc_auc_std",
+    *(f"{score}_mean" for score in MAP_SCORES),
 )
 
 
@@ -68,6 +73,7 @@ def summarise(found):
                 "test_accuracy_std": _std(accuracy),
                 "test_roc_auc_mean": _mean(auc) if auc else None,
                 "test_roc_auc_std": _std(auc) if auc else None,
+                **{f"{score}_mean": _map_mean(chosen, score) for score in MAP_SCORES},
             }
         )
     return sorted(rows, key=lambda r: (r["dataset"], r["model"], _rank(r["organisation"])))
@@ -93,6 +99,16 @@ def to_markdown(rows):
     for organisation in organisations:
         values = [cells.get((organisation, *column), "") for column in columns]
         lines.append("| " + " | ".join([organisation, *values]) + " |")
+    mapped = [r for r in rows if any(r[f"{score}_mean"] is not None for score in MAP_SCORES)]
+    if mapped:
+        header = ["dataset", "model", "organisation", *MAP_SCORES]
+        lines += ["", "Map scores (mean over layers and seeds; 0 = no map):", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in mapped:
+            scores = [_format_score(r[f"{score}_mean"]) for score in MAP_SCORES]
+            lines.append(
+                "| " + " | ".join([r["dataset"], r["model"], r["organisation"], *scores]) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +135,20 @@ def _cell(row):
     if row["lambda"] is not None:
         text += f" (λ={row['lambda']:g})"
     return text
+
+
+def _map_mean(runs, score):
+    """`score` averaged over each run's layers, then over runs; None if no run has it."""
+    per_run = [
+        np.mean([layer[score] for layer in r["map_scores"].values()])
+        for r in runs
+        if r.get("map_scores") and all(score in layer for layer in r["map_scores"].values())
+    ]
+    return float(np.mean(per_run)) if per_run else None
+
+
+def _format_score(value):
+    return "" if value is None else f"{value:.3f}"
 
 
 def _rank(organisation):

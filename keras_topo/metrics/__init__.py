@@ -110,9 +110,10 @@ def _scores(layer, stats, bins, permutations, shuffles, seed):
     if stats.class_sums:
         labels, class_means = stats.class_means()
         selectivity = class_selectivity(class_means)  # (C, K)
-        scores["selectivity_morans_i"], scores["selectivity_p_value"] = morans_i_test(
+        observed, scores["selectivity_p_value"] = morans_i_test(
             selectivity, distances, permutations, seed
         )
+        scores["selectivity_morans_i"] = observed + 1.0 / (layer.filters - 1)
         scores["preferred_class"] = [int(labels[k]) for k in np.argmax(selectivity, axis=1)]
     return scores
 

@@ -12,7 +12,8 @@ channels on the sheet scores about 0:
   identically; 0: distance does not matter). The average, not the farthest bin, is the
   reference because the farthest bin holds few pairs (a sheet's corners).
 - `selectivity_morans_i`: Moran's I of the channels' class-selectivity profiles on the sheet
-  (inverse-distance weights), averaged over classes; `selectivity_p_value` is its one-sided
+  (inverse-distance weights), averaged over classes, plus `1 / (C - 1)` so that its expectation
+  under a random arrangement, `-1 / (C - 1)`, becomes 0; `selectivity_p_value` is its one-sided
   permutation p-value (positions shuffled).
 """
 
