@@ -14,11 +14,12 @@ Every training knob defaults to the paper's recipe (`keras_topo.experiments.reci
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from keras_topo import distribute, objectives, positions
 from keras_topo.applications import BUILDERS
-from keras_topo.experiments import datasets, recipe
+from keras_topo.experiments import datasets, recipe, run_lock
 from keras_topo.topography import REDUCTIONS, Topography
 
 _TOPOGRAPHY_DEFAULTS = Topography()
@@ -29,10 +30,35 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        _check_folders(args)
         args.handler(args)
     except ValueError as error:  # Bad input: one clear line, no traceback.
         parser.exit(2, f"keras-topo {args.command}: error: {error}\n")
     return 0
+
+
+# The folder each command writes into (checked before it writes anything).
+_OUTPUT_FOLDER = {
+    "train": "out",
+    "sweep": "runs_dir",
+    "report": "out",
+    "figures": "out",
+    "demo": "out",
+}
+
+
+def _check_folders(args):
+    """Raises `ValueError` naming the flag of an unusable input or output folder."""
+    output = _OUTPUT_FOLDER.get(args.command)
+    if output and getattr(args, output, None):
+        run_lock.check_writable_folder(getattr(args, output), "--" + output.replace("_", "-"))
+    inputs = [("--data-dir", getattr(args, "data_dir", None))]
+    inputs += [("--run", folder) for folder in getattr(args, "run", None) or ()]
+    if args.command == "report":
+        inputs.append(("runs_dir", args.runs_dir))
+    for flag, folder in inputs:
+        if folder is not None and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {folder}: no such folder.")
 
 
 def _train(args):

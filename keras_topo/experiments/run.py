@@ -3,18 +3,24 @@
 A run lives in its own folder `out/`:
 
 - `config.json`: the `RunConfig`; `result.json`: see `keras_topo.experiments.results`.
-- `best.keras`: the model at the epoch of best validation accuracy (`ModelCheckpoint`).
+- `best.keras`: the model at the epoch of best validation accuracy (`BestModelCheckpoint`).
 - `log.csv` (`CSVLogger`, one row per finished epoch, `topo_loss/<layer>` included) and
   `tensorboard/` (`TensorBoard`).
-- `backup/` until the run is finished (`BackupAndRestore`, saved at each epoch's end): an
+- `backup/` until the run is finished (`AtomicBackupAndRestore`, saved at each epoch's end): an
   interrupted run, killed even mid-epoch, resumes from its last finished epoch when the same
   command runs again. A finished run (`result.json` with status "complete") is not retrained.
+- `.lock`: held by the process training in the folder (`run_lock`); a second one is refused.
+
+Every argument and the folder are checked before anything is written; checkpoints are written
+whole then renamed (`checkpoints`); a NaN or infinite loss or metric stops the run before it is
+logged (`divergence`), so a diverged run is never recorded as complete.
 """
 
 import contextlib
 import csv
 import dataclasses
 import json
+import math
 import shutil
 import time
 import warnings
@@ -23,7 +29,7 @@ from pathlib import Path
 import keras
 
 from keras_topo.applications import BUILDERS
-from keras_topo.experiments import datasets, recipe, results
+from keras_topo.experiments import checkpoints, datasets, divergence, recipe, results, run_lock
 from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
 from keras_topo.topography import Topography
 
@@ -87,6 +93,7 @@ class RunConfig:
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        _check_training_numbers(self)
 
     def settings(self):
         """The run's `keras_topo.Topography` (for the baseline: the settings it would use)."""
@@ -184,10 +191,22 @@ def distribution_scope(name):
 def train(config, callbacks=()):
     """Runs (or resumes, or returns the finished) run described by `config`; returns its result.
 
-    `callbacks` are appended to the runner's own (after the bookkeeping ones).
+    `callbacks` are appended to the runner's own (after the bookkeeping ones). Raises
+    `ValueError` before writing anything when `config.out` or `config.data_dir` cannot be used,
+    `run_lock.RunFolderBusy` when another process trains in `config.out`, and
+    `divergence.TrainingDiverged` when the loss or a metric becomes NaN or infinite.
     """
     out = Path(config.out)
+    run_lock.check_writable_folder(out)
+    if config.dataset != "digits" and not (config.data_dir and Path(config.data_dir).is_dir()):
+        raise ValueError(f"--data-dir {config.data_dir}: no such folder ({config.dataset}'s data).")
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock.lock_run_folder(out):
+        return _train_in_folder(config, out, callbacks)
+
+
+def _train_in_folder(config, out, callbacks):
+    """`train` once `out` exists and this process holds its lock."""
     _write_or_check_config(out, config)
     finished = results.read(out)
     if finished is not None and finished.get("status") == "complete":
@@ -218,19 +237,18 @@ def train(config, callbacks=()):
         compile_model(model, jit_compile, optimizer)
         bookkeeping = [
             TopographicLossLogger(validation),
+            divergence.FailOnNonFinite(),  # before anything logs or saves the epoch
             keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
-            keras.callbacks.ModelCheckpoint(
-                str(out / "best.keras"),
+            checkpoints.BestModelCheckpoint(
+                out / "best.keras",
                 monitor="val_accuracy",
-                mode="max",
-                save_best_only=True,
                 initial_value_threshold=_best_logged(out / "log.csv"),
             ),
             *_tensorboard(out / "tensorboard"),
             # Last, so that a backed-up epoch always has its log row and checkpoint.
             # Kept after `fit` (removed once result.json is written), so that a crash during
             # the test evaluation resumes with zero epochs left rather than retraining.
-            keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+            checkpoints.AtomicBackupAndRestore(out / "backup"),
         ]
         model.fit(
             train_split.dataset,
@@ -244,6 +262,7 @@ def train(config, callbacks=()):
             keras.saving.load_model(out / "best.keras", compile=False), jit_compile
         )
         test = datasets.evaluate(best, config.dataset, "test", config.data_dir, config.batch_size)
+        divergence.check_finite(test, "on the test split")
         maps = map_scores(best, config, _load(config, "test"))
     result = results.make(
         config=dataclasses.asdict(config),
@@ -326,3 +345,25 @@ def _write_or_check_config(out, config):
                 "differ); give another --out, or delete the folder to start over."
             )
     path.write_text(json.dumps(current, indent=2))
+
+
+def _check_training_numbers(config):
+    """Raises `ValueError` naming the flag of the first out-of-range number of `config`."""
+    ranges = {
+        "learning_rate": ("> 0", lambda v: v > 0),
+        "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+        "weight_decay": (">= 0", lambda v: v >= 0),
+        "warmup_fraction": ("in [0, 1)", lambda v: 0 <= v < 1),
+        "width_multiplier": ("> 0", lambda v: v > 0),
+    }
+    for name, (words, in_range) in ranges.items():
+        value = float(getattr(config, name))
+        if not (math.isfinite(value) and in_range(value)):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be a finite number {words}, got {value}.")
+    if config.train_subset is not None and int(config.train_subset) < 1:
+        raise ValueError(f"--train-subset must be a positive integer, got {config.train_subset}.")
+    if int(config.seed) < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {config.seed}.")
+    if config.verbose not in ("auto", 0, 1, 2):
+        raise ValueError(f"--verbose must be auto, 0, 1 or 2, got {config.verbose!r}.")

@@ -1,0 +1,210 @@
+"""The runner under bad arguments and faults: checks before writing, the folder lock, atomic
+checkpoints with a fallback, the NaN guard, and a best model loadable with plain Keras."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from test_experiments_run import TINY, BatchCounter, KillInEpoch, small_model
+
+from keras_topo import cli
+from keras_topo.experiments import checkpoints, divergence, results, run, run_lock
+
+CLI_TINY = ["--dataset", "digits", "--epochs", "1", "--batch-size", "32", "--verbose", "0"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _small_models():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "build_model", small_model)
+        yield
+
+
+def _refused(argv, capsys):
+    """Runs the CLI expecting a one-line argument error; returns that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--lambda", "nan", "lambda"),
+        ("--lambda", "inf", "lambda"),
+        ("--lambda", "-1", "lambda"),
+        ("--learning-rate", "nan", "--learning-rate must be a finite number > 0"),
+        ("--learning-rate", "0", "--learning-rate must be a finite number > 0"),
+        ("--momentum", "1", "--momentum must be a finite number in \\[0, 1\\)"),
+        ("--weight-decay", "-0.1", "--weight-decay must be a finite number >= 0"),
+        ("--warmup-fraction", "1", "--warmup-fraction must be a finite number in \\[0, 1\\)"),
+        ("--width-multiplier", "0", "--width-multiplier must be a finite number > 0"),
+        ("--train-subset", "0", "--train-subset must be a positive integer"),
+        ("--epochs", "0", "epochs must be a positive integer"),
+        ("--batch-size", "0", "batch_size must be a positive integer"),
+        ("--seed", "-1", "--seed must be a non-negative integer"),
+    ],
+)
+def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, capsys, flag, value, message):
+    out = tmp_path / "run"
+    line = _refused(
+        ["train", *CLI_TINY, "--topography", "grid", flag, value, "--out", str(out)], capsys
+    )
+    assert line.startswith("keras-topo train: error:")
+    assert __import__("re").search(message, line), line
+    assert not out.exists()
+
+
+def test_unusable_folders_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    assert f"--out {a_file} is a file" in _refused(
+        ["train", *CLI_TINY, "--out", str(a_file)], capsys
+    )
+    under = a_file / "run"
+    assert "is a file, not a folder" in _refused(["train", *CLI_TINY, "--out", str(under)], capsys)
+    missing = tmp_path / "no-data"
+    line = _refused(
+        ["train", "--dataset", "cifar10", "--data-dir", str(missing), "--out", str(tmp_path / "c")],
+        capsys,
+    )
+    assert f"--data-dir {missing}: no such folder" in line and not (tmp_path / "c").exists()
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        run_lock.os, "access", lambda p, mode: p != str(read_only) and real_access(p, mode)
+    )
+    line = _refused(["train", *CLI_TINY, "--out", str(read_only / "run")], capsys)
+    assert f"{read_only} is not writable" in line and not (read_only / "run").exists()
+    line = _refused(["report", str(tmp_path / "nothing-here")], capsys)
+    assert "no such folder" in line
+
+
+def test_a_second_process_on_the_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    config = run.RunConfig(**TINY, out=str(tmp_path / "run"))
+    os.makedirs(config.out)
+    with run_lock.lock_run_folder(config.out):  # another open file: as another process would
+        with pytest.raises(run_lock.RunFolderBusy, match=f"in use by process {os.getpid()} on"):
+            run.train(config)
+        line = _refused(["train", *CLI_TINY, "--out", config.out], capsys)
+        assert "in use by process" in line
+    assert os.listdir(config.out) == [run_lock.LOCK_FILE]  # nothing else was written
+    with run_lock.lock_run_folder(config.out):  # free again once released
+        pass
+
+
+def test_the_lock_dies_with_its_holder(tmp_path):
+    """A SIGKILLed holder leaves no stale lock (the kernel releases `flock`)."""
+    code = (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('run_lock', {run_lock.__file__!r})\n"
+        "lock = importlib.util.module_from_spec(spec); spec.loader.exec_module(lock)\n"
+        f"with lock.lock_run_folder({str(tmp_path)!r}):\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(run_lock.RunFolderBusy, match=f"process {holder.pid} .*-c"):
+            with run_lock.lock_run_folder(str(tmp_path)):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_lock.lock_run_folder(str(tmp_path)):
+        pass
+
+
+def test_a_truncated_backup_falls_back_to_the_previous_epoch(tmp_path):
+    config = run.RunConfig(**{**TINY, "epochs": 3}, out=str(tmp_path / "run"))
+    with pytest.raises(KeyboardInterrupt):
+        run.train(config, callbacks=[KillInEpoch(epoch=2, after=1)])
+    backup = checkpoints.AtomicBackupAndRestore(os.path.join(config.out, "backup"))
+    newest, older = backup.backups()[::-1]
+    assert os.path.basename(newest) == "epoch-2" and os.path.basename(older) == "epoch-1"
+    weights = os.path.join(newest, checkpoints.WEIGHTS)
+    with open(weights, "r+b") as f:  # a kill in the middle of writing it
+        f.truncate(os.path.getsize(weights) // 2)
+    os.makedirs(os.path.join(config.out, "backup", "epoch-3.tmp"))  # a half-written next one
+    counter = BatchCounter()
+    with pytest.warns(UserWarning, match="epoch-2 is unreadable"):
+        result = run.train(config, callbacks=[counter])
+    assert counter.batches == 2 * 2  # epochs 1 and 2 again (2 batches each), not epoch 0
+    assert [row["epoch"] for row in result["epochs"]] == [0, 1, 2]
+    assert result["status"] == "complete"
+
+
+def test_backups_keep_the_newest_two_complete_epochs(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    backup = checkpoints.AtomicBackupAndRestore(tmp_path / "backup")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=4, callbacks=[backup], verbose=0)
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-3", "epoch-4"]
+    restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    restored.compile("sgd", "mse")
+    history = restored.fit(
+        np.ones((4, 3)), np.ones((4, 2)), epochs=5, callbacks=[backup], verbose=0
+    )
+    assert len(history.history["loss"]) == 1  # resumed after epoch 4
+    with pytest.raises(ValueError, match="at least 2"):
+        checkpoints.AtomicBackupAndRestore(tmp_path / "b", keep=1)
+
+
+def test_a_diverging_run_stops_and_is_never_recorded(tmp_path):
+    config = run.RunConfig(**{**TINY, "epochs": 3}, learning_rate=1e30, out=str(tmp_path / "run"))
+    with pytest.raises(divergence.TrainingDiverged, match="loss is (nan|inf) at"):
+        run.train(config)
+    assert results.read(config.out) is None
+    for row in run.read_log(os.path.join(config.out, "log.csv")):
+        assert all(np.isfinite(value) for value in row.values())
+    with pytest.raises(divergence.TrainingDiverged):  # the same command again: still refused
+        run.train(config)
+    assert results.read(config.out) is None
+
+
+def test_check_finite_names_the_metric():
+    divergence.check_finite({"accuracy": 0.5, "loss": 1.0}, "on the test split")
+    with pytest.raises(divergence.TrainingDiverged, match="loss is nan on the test split"):
+        divergence.check_finite({"accuracy": 0.5, "loss": float("nan")}, "on the test split")
+
+
+def test_best_model_loads_with_plain_keras(tmp_path):
+    """`import keras_topo` is all `keras.saving.load_model` needs (the optimizer included)."""
+    config = run.RunConfig(**TINY, topography="grid", out=str(tmp_path / "run"))
+    run.train(config)
+    code = (
+        "import keras, keras_topo, sys\n"
+        "model = keras.saving.load_model(sys.argv[1])\n"
+        "print(type(model.optimizer).__name__, len(model.losses) >= 0)\n"
+    )
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(config.out, "best.keras")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[0] == "TorchSGD", (done.stdout, time.time() - start)
+
+
+def test_best_checkpoint_is_written_whole(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse", metrics=["mae"])
+    path = tmp_path / "best.keras"
+    best = checkpoints.BestModelCheckpoint(path, monitor="val_mae", initial_value_threshold=1e9)
+    x, y = np.ones((4, 3)), np.ones((4, 2))
+    model.fit(x, y, validation_data=(x, y), epochs=1, callbacks=[best], verbose=0)
+    assert path.exists() and not list(tmp_path.glob("*.partial.keras"))  # missing: written
+    keras.saving.load_model(path)
+    with pytest.raises(ValueError, match="end in .keras"):
+        checkpoints.BestModelCheckpoint(tmp_path / "best.h5")
