@@ -111,7 +111,7 @@ def _prune(args):
 
 
 def _figures(args):
-    from keras_topo.figures import draw_run_figures
+    from keras_topo.figures import draw_map_figures, draw_run_figures
 
     paths = draw_run_figures(
         args.out,
@@ -120,6 +120,7 @@ def _figures(args):
         data_dir=args.data_dir,
         max_batches=args.max_batches,
     )
+    paths += draw_map_figures(args.out, args.run or ())
     print("Figures:\n" + "\n".join(f"  {path}" for path in paths))
 
 

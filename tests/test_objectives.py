@@ -129,8 +129,9 @@ def test_weights_equals_topoloss_package(channels, factor):
 def test_sheet_positions_are_row_major():
     pos = sheet_positions(12)  # 3 x 4 sheet
     assert sheet_shape(12) == (3, 4)
-    np.testing.assert_array_equal(pos[5], [1, 1])
-    np.testing.assert_array_equal(pos[11], [3, 2])
+    np.testing.assert_allclose(pos[5], [1 / 3, 1 / 3])
+    np.testing.assert_allclose(pos[11], [1, 2 / 3])
+    np.testing.assert_allclose(sheet_positions(64), positions.grid(64))  # square: the grid
 
 
 @pytest.mark.parametrize("shape", [(4, 5, 5, 6), (3, 7, 9), (2, 3, 3, 2, 5)])

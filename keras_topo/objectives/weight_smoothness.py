@@ -33,10 +33,12 @@ def sheet_shape(channels):
 
 
 def sheet_positions(channels):
-    """Positions `(channels, 2)` of the row-major sheet, one unit apart: `(column, row)`."""
-    _, width = sheet_shape(channels)
+    """Positions `(channels, 2)` of the row-major sheet, `(column, row)`, scaled like the
+    "grid" scheme: neighbours `1 / (max(h, w) - 1)` apart (a square sheet is the 2D grid)."""
+    height, width = sheet_shape(channels)
     k = np.arange(channels)
-    return np.stack([k % width, k // width], axis=1).astype("float32")
+    coords = np.stack([k % width, k // width], axis=1) / max(max(height, width) - 1, 1)
+    return coords.astype("float32")
 
 
 def validate_shrink_factor(shrink_factor, channels):
