@@ -6,6 +6,7 @@
 from keras_topo import applications, positions, pruning
 from keras_topo.conversion import make_topographic, strip_topography
 from keras_topo.experiments import recipe as _recipe  # noqa: F401 (registers TorchSGD for loading)
+from keras_topo.export import export_model
 from keras_topo.topographic_conv import TopographicConv1D, TopographicConv2D, TopographicConv3D
 from keras_topo.topographic_loss import topographic_loss
 from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
@@ -22,6 +23,7 @@ __all__ = [
     "TopographicLossLogger",
     "TopographicRegularizer",
     "applications",
+    "export_model",
     "make_topographic",
     "positions",
     "pruning",

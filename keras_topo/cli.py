@@ -8,6 +8,7 @@ r"""The `keras-topo` command: train, sweep, report, prune, figures, demo.
     keras-topo report runs
     keras-topo prune --run runs/A --run runs/B --fractions 0:1:0.05 --criterion l2
     keras-topo figures --run runs/A --run runs/B --out figures
+    keras-topo export runs/A --format litert --prune 0.5 --int8
 
 Every training knob defaults to the paper's recipe (`keras_topo.experiments.recipe`).
 """
@@ -20,6 +21,7 @@ import sys
 from keras_topo import distribute, objectives, positions
 from keras_topo.applications import BUILDERS
 from keras_topo.experiments import datasets, recipe, run_lock
+from keras_topo.export import FORMATS as EXPORT_FORMATS
 from keras_topo.topography import REDUCTIONS, Topography
 
 _TOPOGRAPHY_DEFAULTS = Topography()
@@ -102,12 +104,36 @@ def _prune(args):
             layers=args.layers,
             seed=args.seed,
             data_dir=args.data_dir,
+            finetune_epochs=args.finetune_epochs,
+            keep_topography=args.finetune_topography == "keep",
         )
-        stem = f"{run_dir}/pruning-{args.criterion}-{args.mode}"
+        stem = prune_sweep.sweep_stem(run_dir, args.criterion, args.mode, args.finetune_epochs)
         print(f"{run_dir} ({sweep['organisation']}, layers {', '.join(sweep['layers'])}):")
         for point in sweep["points"]:
-            print(f"  {100 * point['fraction']:5.1f}% pruned: {100 * point['accuracy']:6.2f}%")
+            line = f"  {100 * point['fraction']:5.1f}% pruned: {100 * point['accuracy']:6.2f}%"
+            if args.finetune_epochs:
+                line += f" -> {100 * point['finetuned_accuracy']:6.2f}% fine-tuned"
+            print(line)
         print(f"  -> {stem}.json and {stem}.csv")
+
+
+def _export(args):
+    from keras_topo.experiments import export_run
+
+    quantize = "int8" if args.int8 else "float16" if args.float16 else None
+    try:
+        export_run.export_run(
+            args.run_dir,
+            args.format,
+            out=args.out,
+            prune=args.prune,
+            quantize=quantize,
+            criterion=args.criterion,
+            finetune_epochs=args.finetune_epochs,
+            data_dir=args.data_dir,
+        )
+    except (FileExistsError, FileNotFoundError, ImportError) as error:
+        raise ValueError(str(error)) from None
 
 
 def _figures(args):
@@ -255,7 +281,34 @@ def _parser():
     prune.add_argument("--layers", nargs="+", help="default: the topographic layers (or twin's)")
     prune.add_argument("--seed", type=int, default=0, help="for --criterion random")
     prune.add_argument("--data-dir", help="default: the run's")
+    prune.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="fine-tune each pruned model N epochs (needs --mode remove); default 0: none",
+    )
+    prune.add_argument(
+        "--finetune-topography",
+        choices=("keep", "strip"),
+        default="keep",
+        help="fine-tune with the topographic losses on (keep) or off (strip)",
+    )
     prune.set_defaults(handler=_prune)
+
+    ship = commands.add_parser("export", help="a run's best model as SavedModel, LiteRT or ONNX")
+    ship.add_argument("run_dir", help="a finished run's folder")
+    ship.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    ship.add_argument("--prune", type=float, help="prune this fraction of channels first")
+    ship.add_argument("--criterion", choices=("l2", "l1", "random"), default="l2")
+    ship.add_argument("--finetune-epochs", type=int, default=0, help="after --prune")
+    precision = ship.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--int8", action="store_true", help="calibrated on the run's training split"
+    )
+    precision.add_argument("--float16", action="store_true", help="LiteRT only")
+    ship.add_argument("--out", help="default: RUN/export/best[-pruned50][-int8].<suffix>")
+    ship.add_argument("--data-dir", help="default: the run's")
+    ship.set_defaults(handler=_export)
 
     figures = commands.add_parser("figures", help="PNG figures: schemes, topography, pruning")
     figures.add_argument("--run", action="append", help="a run folder (repeatable)")

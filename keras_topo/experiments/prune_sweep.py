@@ -3,8 +3,9 @@
 No retraining: each fraction prunes that fraction of the output channels of the chosen layers
 (`keras_topo.pruning.prune_channels`) and evaluates on the test split. A baseline has no
 topographic layers, so by default it is pruned at the layers its topographic twin would have
-(the paper compares the two at the same layers). Results go to
-`<run>/pruning-<criterion>-<mode>.json` and `.csv`.
+(the paper compares the two at the same layers). With `finetune_epochs`, each pruned model is
+then fine-tuned on the run's training split (`keras_topo.pruning.finetune`) and evaluated again.
+Results go to `<run>/pruning-<criterion>-<mode>[-finetune<N>].json` and `.csv`.
 """
 
 import csv
@@ -65,6 +66,23 @@ def twin_layers(config, input_shape, num_classes):
     ]
 
 
+def load_best(run_dir):
+    """The run's best checkpoint, uncompiled."""
+    checkpoint = Path(run_dir) / "best.keras"
+    if not checkpoint.exists():
+        raise ValueError(f"{run_dir} has no best.keras: train the run first.")
+    return keras.saving.load_model(checkpoint, compile=False)
+
+
+def default_layers(model, config, data_dir, batch_size):
+    """Names of the layers pruned by default: the model's topographic ones, or its twin's."""
+    layers = [layer.name for layer in topographic_layers(model)]
+    if not layers:
+        split = datasets.load(config.dataset, "validation", data_dir, batch_size)
+        layers = twin_layers(config, split.input_shape, split.num_classes)
+    return layers
+
+
 def prune_sweep(
     run_dir,
     fractions,
@@ -74,6 +92,9 @@ def prune_sweep(
     seed=0,
     data_dir=None,
     batch_size=None,
+    finetune_epochs=0,
+    finetune_learning_rate=None,
+    keep_topography=True,
     log=print,
 ):
     """Evaluates the run's `best.keras` pruned at each fraction; writes and returns the results.
@@ -86,28 +107,32 @@ def prune_sweep(
         layers: layer names to prune; None = the model's topographic layers, or its
             topographic twin's for a baseline.
         data_dir, batch_size: override the run's (e.g. data moved since training).
+        finetune_epochs: 0 (the paper: no retraining), or epochs of fine-tuning after pruning
+            (needs mode="remove": a masked model would regrow its zeroed filters).
+        finetune_learning_rate: default the run's learning rate / 10.
+        keep_topography: fine-tune with the topographic losses on (True) or stripped.
 
     Returns:
-        dict with `run`, `organisation`, `criterion`, `mode`, `layers` and `points`, one
-        `{"fraction", "accuracy", "loss", "params", ...}` per fraction.
+        dict with `run`, `organisation`, `criterion`, `mode`, `layers`, `finetune_epochs` and
+        `points`, one `{"fraction", "accuracy", "loss", "params", ...}` per fraction
+        (+ `finetuned_accuracy`, `finetuned_loss` when fine-tuned).
     """
     from keras_topo import pruning
 
     run_dir = Path(run_dir)
     if isinstance(fractions, str):
         fractions = parse_fractions(fractions)
+    if finetune_epochs and mode != "remove":
+        raise ValueError(
+            "fine-tuning needs mode='remove' (--mode remove): a masked model would regrow its "
+            "zeroed filters."
+        )
     config = run_config(run_dir)
     data_dir = data_dir or config.data_dir
     batch_size = batch_size or config.batch_size
-    checkpoint = run_dir / "best.keras"
-    if not checkpoint.exists():
-        raise ValueError(f"{run_dir} has no best.keras: train the run first.")
-    model = keras.saving.load_model(checkpoint, compile=False)
+    model = load_best(run_dir)
     if layers is None:
-        layers = [layer.name for layer in topographic_layers(model)]
-        if not layers:
-            split = datasets.load(config.dataset, "validation", data_dir, batch_size)
-            layers = twin_layers(config, split.input_shape, split.num_classes)
+        layers = default_layers(model, config, data_dir, batch_size)
     points = []
     for fraction in fractions:
         pruned = pruning.prune_channels(
@@ -121,8 +146,28 @@ def prune_sweep(
         )
         run.compile_model(pruned, run.resolve_jit_compile(config.jit_compile))
         metrics = datasets.evaluate(pruned, config.dataset, "test", data_dir, batch_size)
-        points.append({"fraction": fraction, **metrics, "params": pruned.count_params()})
+        point = {"fraction": fraction, **metrics, "params": pruned.count_params()}
         log(f"{run_dir.name}: fraction {fraction:.2f} -> test accuracy {metrics['accuracy']:.4f}")
+        if finetune_epochs:
+            train = datasets.load(
+                config.dataset, "train", data_dir, batch_size, config.seed, config.train_subset
+            )
+            tuned = pruning.finetune(
+                pruned,
+                train.dataset,
+                finetune_epochs,
+                learning_rate=finetune_learning_rate or config.learning_rate / 10,
+                keep_topography=keep_topography,
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+                weight_decay_mode=config.weight_decay_mode,
+                jit_compile=run.resolve_jit_compile(config.jit_compile),
+                verbose=0,
+            )
+            tuned_metrics = datasets.evaluate(tuned, config.dataset, "test", data_dir, batch_size)
+            point.update({f"finetuned_{key}": value for key, value in tuned_metrics.items()})
+            log(f"  after {finetune_epochs} fine-tuning epochs: {tuned_metrics['accuracy']:.4f}")
+        points.append(point)
     sweep = {
         "run": str(run_dir),
         "organisation": results.organisation(dataclasses.asdict(config)),
@@ -130,10 +175,17 @@ def prune_sweep(
         "mode": mode,
         "seed": seed,
         "layers": list(layers),
+        "finetune_epochs": finetune_epochs,
         "points": points,
     }
-    _write(run_dir / f"pruning-{criterion}-{mode}", sweep)
+    _write(sweep_stem(run_dir, criterion, mode, finetune_epochs), sweep)
     return sweep
+
+
+def sweep_stem(run_dir, criterion, mode, finetune_epochs=0):
+    """`<run>/pruning-<criterion>-<mode>[-finetune<N>]`: where a sweep's .json and .csv go."""
+    suffix = f"-finetune{finetune_epochs}" if finetune_epochs else ""
+    return Path(run_dir) / f"pruning-{criterion}-{mode}{suffix}"
 
 
 def _write(stem, sweep):

@@ -16,6 +16,7 @@ from keras_topo.pruning.cost import (
     measure_latency,
 )
 from keras_topo.pruning.expand_channels import ExpandChannels
+from keras_topo.pruning.finetune import finetune
 from keras_topo.pruning.graph import ChannelGroup, channel_groups
 from keras_topo.pruning.handlers import (
     ChannelHandler,
@@ -39,6 +40,7 @@ __all__ = [
     "compare",
     "count_macs",
     "count_params",
+    "finetune",
     "format_comparison",
     "measure_latency",
     "prune_channels",
