@@ -309,11 +309,11 @@ def test_keras_file_round_trip_and_training_step(tmp_path):
     x = sample(model, 4)
     np.testing.assert_allclose(run(loaded, x), run(removed, x), atol=1e-6)
     loaded.compile(optimizer="sgd", loss="mse")
-    before = ops.convert_to_numpy(loaded.get_layer("se_reduce").kernel).copy()
+    assert loaded.get_layer("se_reduce").kernel.shape[-1] == 1  # 3 -> round(1.5) = 2 pruned
+    before = ops.convert_to_numpy(loaded.get_layer("head").kernel).copy()
     history = loaded.fit(x, np.zeros((4, 3), "float32"), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert not np.array_equal(before, ops.convert_to_numpy(loaded.get_layer("se_reduce").kernel))
-    assert before.shape[-1] == 1  # 3 -> round(1.5) = 2 pruned
+    assert not np.array_equal(before, ops.convert_to_numpy(loaded.get_layer("head").kernel))
 
 
 def test_report_lists_groups_and_costs():

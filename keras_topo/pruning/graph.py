@@ -249,8 +249,13 @@ class ChannelGraph:
             else:
                 role = "passes" if space in outs else "reads"
             self.space_members[space].append(Member(op.name, role))
+        variables = {v.name: v for v in getattr(op, "weights", [])}
         for name, axes in handler.weight_axes(op, in_layouts, out_layouts).items():
             for axis, layout in axes:
+                if name not in variables or variables[name].shape[axis] != self.width(layout):
+                    reason = f"{op.name!r}: its handler does not match its variable {name!r}"
+                    self.block([layout], reason)
+                    continue
                 for space in {self.find(b.space) for b in layout}:
                     self.space_entries[space].append((op, name, axis, layout))
 

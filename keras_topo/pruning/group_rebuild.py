@@ -12,6 +12,7 @@ Nested models are inlined: the result is one flat functional model.
 import keras
 import numpy as np
 
+from keras_topo.pruning.graph import TensorKey
 from keras_topo.pruning.handlers import get_handler
 from keras_topo.pruning.layer_copy import from_config_zero_init, restore_initializers
 
@@ -49,7 +50,7 @@ class _GroupRebuilder:
             tensors[key] = inputs[-1]
         for call in graph.calls:
             args, kwargs = keras.tree.map_structure(
-                lambda x: tensors[x] if x in tensors else x, (call.args, call.kwargs)
+                lambda x: tensors[x] if isinstance(x, TensorKey) else x, (call.args, call.kwargs)
             )
             outputs = keras.tree.flatten(self.call(call, args, kwargs))
             for key, tensor in zip(call.outputs, outputs, strict=True):

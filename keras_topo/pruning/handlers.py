@@ -72,8 +72,8 @@ class Follower(ChannelHandler):
     """Per-channel operations: output channel `j` is computed from input channel `j` only.
 
     Args:
-        weights: names of the variables with one entry per channel on their last axis
-            (e.g. batch norm's `gamma`, `beta`, `moving_mean`, `moving_variance`).
+        weights: the variables with one entry per channel on their last axis, by attribute
+            or variable name (batch norm's `gamma`, `beta`, `moving_mean`, `moving_variance`).
         config_key: config entry holding the channel count (e.g. LayerScale's `projection_dim`).
         shared_state: see `ChannelHandler` (False for weightless layers).
     """
@@ -94,8 +94,13 @@ class Follower(ChannelHandler):
         return getattr(op, "data_format", "channels_last") == "channels_last"
 
     def weight_axes(self, op, in_layouts, out_layouts):
-        names = {v.name for v in op.weights}
-        return {name: [(-1, out_layouts[0])] for name in self.weights if name in names}
+        axes, names = {}, {v.name for v in op.weights}
+        for name in self.weights:  # an attribute holding the variable, or the variable's name
+            attribute = getattr(op, name, None)
+            name = attribute.name if isinstance(attribute, keras.Variable) else name
+            if name in names:  # e.g. no beta in BatchNormalization(center=False)
+                axes[name] = [(-1, out_layouts[0])]
+        return axes
 
     def config(self, op, in_kept, out_kept):
         config = op.get_config()
