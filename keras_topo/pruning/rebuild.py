@@ -33,10 +33,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_topo.layer_selection import is_topographic
 from keras_topo.pruning.channel_fold import bias_fold_is_exact, fold_removed_inputs
 from keras_topo.pruning.expand_channels import ExpandChannels
 from keras_topo.pruning.layer_copy import from_config_zero_init, restore_initializers
-from keras_topo.topographic_conv import TopographicConv2D
 
 CHANNELWISE = (
     keras.layers.BatchNormalization,
@@ -171,8 +171,8 @@ class _Rebuilder:
             kernel, bias = kernel[..., kept_out], bias[kept_out]
             ones_kernel = None if ones_kernel is None else ones_kernel[..., kept_out]
             config["filters"] = int(kept_out.size)
-            if isinstance(layer, TopographicConv2D):
-                config["topography"] = layer.positions[kept_out].tolist()
+            if is_topographic(layer):
+                config = layer.narrowed_config(kept_out)
         inputs = state.tensor
         if ones_kernel is not None:
             inputs = self.with_ones(state.tensor)
