@@ -12,10 +12,11 @@ smaller Gram matrix:
   `|S_b|_F = |Yh_b^T Yh_b|_F` uses the `(HW, HW)` Gram and `sum_b <S_b, T> = <Z^T Z, T>` is one
   `(C, C)` product over the whole batch (`Z` = all samples' `Yh_b^T` stacked, `(B*HW, C)`).
 
-Numerics: each channel is first divided by its largest magnitude (a constant for the gradient;
-the cosine does not depend on it), so that no product or sum of squares overflows: the loss is
-finite and exact for any finite float32 input (up to ~3.4e38), for float16/bfloat16 outputs
-(accumulated in float32), and 0-similar for all-zero channels.
+Numerics: the loss is finite and exact for any finite float32 input (up to ~3.4e38), for
+float16/bfloat16 outputs (accumulated in float32), and for all-zero channels. Ordinary outputs
+take the plain form above. Only when a channel's sum of squares overflows (|y| above ~1e19)
+does a `cond` switch to a rescaled form, where each channel is first divided by its largest
+magnitude (cosines do not depend on it), so that ordinary outputs pay one check of `(B, C)`.
 """
 
 import numpy as np
@@ -55,34 +56,61 @@ def topographic_loss(
         )
     y = ops.reshape(y, (ops.shape(y)[0], -1, channels))  # (B, HW, C)
     pixels = y.shape[1]
-    # Norms are clamped at sqrt(eps): the same as the eps on the norms' product whenever both
-    # exceed 1e-4, and an all-zero channel gets S_ij = 0. With `m` a channel's largest
-    # magnitude, `y / max(|y|, 1e-4) = (y / m) / max(|y / m|, 1e-4 / m)`: the right-hand side
-    # squares no value above 2^56. `m` is held constant for the gradient (exact: the identity
-    # holds for any m > 0) and kept in [1e-15, 2^100]: the clamp's square stays finite, and
-    # `1 / m` stays a normal float (XLA flushes subnormals to zero). The clamp sits inside the
-    # sqrt so that a zero channel's gradient is finite, not 0 * inf.
-    scale = ops.stop_gradient(ops.clip(ops.max(ops.abs(y), axis=1, keepdims=True), 1e-15, 2.0**100))
-    y = y / scale  # (B, HW, C), values in [-2^28, 2^28], mostly [-1, 1]
-    floor_sq = EPS / ops.square(scale)  # (B, 1, C): the squared clamp in the scaled units
     target_t = ops.convert_to_tensor(target, "float32")
-    pairs = channels * (channels - 1) / 2
-    batch = ops.cast(ops.shape(y)[0], "float32")
     if pixels is None or channels <= pixels:
         # Normalising the (B, C, C) Gram is cheaper than normalising the (B, HW, C) input.
         gram = ops.einsum("bpi,bpj->bij", y, y)
-        norms = ops.sqrt(ops.maximum(ops.diagonal(gram, axis1=1, axis2=2), floor_sq[:, 0]))
-        sim = gram / (norms[:, :, None] * norms[:, None, :])
-        upper = ops.convert_to_tensor(np.triu(np.ones((channels, channels)), 1), "float32")
-        total = ops.sum(upper * ops.square(sim - target_t))
+        squares = ops.diagonal(gram, axis1=1, axis2=2)  # (B, C)
+        plain = lambda: _direct_sum(y, EPS, target_t, gram)  # noqa: E731
+        rescaled = lambda: _direct_sum(*_rescaled(y), target_t)  # noqa: E731
     else:
-        norms = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=1, keepdims=True), floor_sq))
-        y_hat = y / norms  # (B, HW, C), unit-norm channels
-        gram = ops.einsum("bpc,bqc->bpq", y_hat, y_hat)  # (B, HW, HW)
-        sim_sq = ops.sum(ops.square(gram))
-        flat = ops.reshape(y_hat, (-1, channels))
-        sim_dot_target = ops.sum(ops.matmul(ops.transpose(flat), flat) * target_t)
-        diag = ops.sum(ops.square(ops.sum(ops.square(y_hat), axis=1) - 1.0))
-        target_sq = float(np.sum(np.square(target, dtype="float64")))
-        total = (sim_sq - 2.0 * sim_dot_target + batch * target_sq - diag) / 2.0
-    return total / (batch * pairs)
+        # `y * y`, not `square(y)`: when the rescaled branch is taken, this term's backward gets
+        # a zero cotangent, and `square`'s `0 * 2y` is NaN for |y| > 1.7e38 (2y overflows).
+        squares = ops.sum(y * y, axis=1)  # (B, C)
+        plain = lambda: _identity_sum(y, EPS, target_t, target, squares)  # noqa: E731
+        rescaled = lambda: _identity_sum(*_rescaled(y), target_t, target)  # noqa: E731
+    total = ops.cond(ops.all(ops.isfinite(ops.stop_gradient(squares))), plain, rescaled)
+    batch = ops.cast(ops.shape(y)[0], "float32")
+    return total / (batch * channels * (channels - 1) / 2)
+
+
+# Norms are clamped at sqrt(eps): the same as the eps on the norms' product whenever both exceed
+# 1e-4, and an all-zero channel gets S_ij = 0. The clamp sits inside the sqrt so that a zero
+# channel's gradient is finite, not 0 * inf. `floor_sq` is the squared clamp, eps or `(B, C)`.
+
+
+def _rescaled(y):
+    """`(y / m, eps / m^2)` with `m` each channel's largest magnitude, `(B, 1, C)`.
+
+    `y / max(|y|, 1e-4) = (y / m) / max(|y / m|, 1e-4 / m)` for any `m > 0`, so `m` is held
+    constant for the gradient. It is kept in [1e-15, 2^100]: the squared clamp stays finite and
+    `1 / m` a normal float (XLA flushes subnormals to zero); `|y / m| <= 2^28`.
+    """
+    scale = ops.stop_gradient(ops.clip(ops.max(ops.abs(y), axis=1, keepdims=True), 1e-15, 2.0**100))
+    return y / scale, EPS / ops.square(scale[:, 0])
+
+
+def _direct_sum(y, floor_sq, target, gram=None):
+    """Sum over samples and pairs i < j of `(S - T)_ij^2` from the `(B, C, C)` Gram."""
+    if gram is None:
+        gram = ops.einsum("bpi,bpj->bij", y, y)
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram, axis1=1, axis2=2), floor_sq))  # (B, C)
+    sim = gram / (norms[:, :, None] * norms[:, None, :])
+    channels = target.shape[0]
+    upper = ops.convert_to_tensor(np.triu(np.ones((channels, channels)), 1), "float32")
+    return ops.sum(upper * ops.square(sim - target))
+
+
+def _identity_sum(y, floor_sq, target, target_np, squares=None):
+    """The same sum from the `(B, HW, HW)` Gram identities (no `(B, C, C)` tensor)."""
+    if squares is None:
+        squares = ops.sum(ops.square(y), axis=1)
+    y_hat = y / ops.sqrt(ops.maximum(squares, floor_sq))[:, None, :]  # unit-norm channels
+    gram = ops.einsum("bpc,bqc->bpq", y_hat, y_hat)  # (B, HW, HW)
+    sim_sq = ops.sum(ops.square(gram))
+    flat = ops.reshape(y_hat, (-1, target.shape[0]))
+    sim_dot_target = ops.sum(ops.matmul(ops.transpose(flat), flat) * target)
+    diag = ops.sum(ops.square(ops.sum(ops.square(y_hat), axis=1) - 1.0))
+    target_sq = float(np.sum(np.square(target_np, dtype="float64")))
+    batch = ops.cast(ops.shape(y)[0], "float32")
+    return (sim_sq - 2.0 * sim_dot_target + batch * target_sq - diag) / 2.0
