@@ -208,3 +208,15 @@ def test_best_checkpoint_is_written_whole(tmp_path):
     keras.saving.load_model(path)
     with pytest.raises(ValueError, match="end in .keras"):
         checkpoints.BestModelCheckpoint(tmp_path / "best.h5")
+
+
+def test_only_unreadable_backups_raise_rather_than_start_over(tmp_path):
+    folder = tmp_path / "backup" / "epoch-1"
+    folder.mkdir(parents=True)
+    (folder / checkpoints.WEIGHTS).write_bytes(b"\x89HDF\r\n")  # cut right after the header
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    backup = checkpoints.AtomicBackupAndRestore(tmp_path / "backup")
+    with pytest.warns(UserWarning, match="unreadable"):
+        with pytest.raises(ValueError, match="No readable backup .* delete that folder"):
+            model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, callbacks=[backup], verbose=0)

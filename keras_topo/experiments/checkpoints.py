@@ -28,7 +28,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     At each epoch's end the weights (optimizer state included) and the epoch number go into
     `backup_dir/epoch-<N>/`, written as `epoch-<N>.tmp/` and then renamed; the `keep` newest
     backups stay. At `fit`'s start the newest backup that loads is restored (a warning names
-    each unreadable one); with none, training starts from the first epoch.
+    each unreadable one); with no backup, training starts from the first epoch, and with only
+    unreadable ones it raises `ValueError` rather than train from half-loaded weights.
 
     Args:
         backup_dir: folder for this run's backups only.
@@ -53,7 +54,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         return [path for _, path in sorted(found)]
 
     def on_train_begin(self, logs=None):
-        for folder in reversed(self.backups()):
+        backups = self.backups()
+        for folder in reversed(backups):
             self._weights_path = os.path.join(folder, WEIGHTS)
             self._training_metadata_path = os.path.join(folder, METADATA)
             try:
@@ -64,6 +66,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                     f"Backup {folder} is unreadable ({error}); trying the one before it.",
                     stacklevel=2,
                 )
+        if backups:
+            raise ValueError(
+                f"No readable backup in {self.backup_dir} (tried {', '.join(backups)}): delete "
+                "that folder to train again from the first epoch."
+            )
 
     def _save_model(self):
         final = os.path.join(self.backup_dir, f"epoch-{self._current_epoch}")
