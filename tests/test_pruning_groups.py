@@ -179,6 +179,8 @@ def test_grouped_conv_with_groups_below_channels_is_left_whole():
     with pytest.warns(UserWarning, match="grouped conv 'g2'"):
         removed = prune_channels(model, 0.5, layers=["a"])
     assert removed.get_layer("a").filters == 8
+    with pytest.warns(UserWarning, match="'g2' makes no channels of its own"):
+        prune_channels(model, 0.5, layers=["g2"])
 
 
 def test_nested_models_are_inlined_and_selectable():

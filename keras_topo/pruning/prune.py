@@ -119,6 +119,13 @@ def _prune_groups(model, fraction, criterion, layers, mode, scope, round_to, rng
     groups = {graph.root(g): g for g in graph.groups()}
     chosen = {}
     for layer in selected:
+        if (id(layer), 0) not in graph.op_spaces:
+            warnings.warn(
+                f"Layer {layer.name!r} makes no channels of its own (a depthwise or grouped "
+                "conv follows its input's channels, or it is never called): select the layer "
+                "that produces its input channels.",
+                stacklevel=3,
+            )
         for block in graph.op_spaces.get((id(layer), 0), ()):  # its output channels
             group = groups[graph.find(block.space)]
             if group.prunable:
