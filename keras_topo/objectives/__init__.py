@@ -13,7 +13,7 @@ from keras_topo.objectives.weight_smoothness import (
     DEFAULT_SHRINK_FACTOR,
     sheet_positions,
     sheet_shape,
-    smoothing_matrix,
+    smoothing_matrices,
     validate_shrink_factor,
     weight_smoothness_loss,
 )
@@ -71,7 +71,7 @@ __all__ = [
     "objective_loss",
     "sheet_positions",
     "sheet_shape",
-    "smoothing_matrix",
+    "smoothing_matrices",
     "spatial_correlation_loss",
     "validate_objective",
     "validate_shrink_factor",

@@ -8,8 +8,9 @@ down-scaled by `shrink_factor` and up-scaled back with bilinear interpolation (P
 is `1 - mean_k cos(w_k, smoothed_k)`.
 
 Both resizes are linear and act on rows and columns separately, so the smoothed sheet is
-`kron(A_h, A_w) @ W` with `A = up @ down` per axis: one `(C, C)` constant matrix. It is built
-here in numpy because `keras.ops.image.resize` follows TensorFlow's resize, which derives the
+`A_h S A_w^T` per filter entry, `S` the `(h, w)` sheet and `A = up @ down` the `(side, side)`
+matrix of one axis (`C (h + w)` multiply-adds per entry, not the `C^2` of one `(C, C)` matrix).
+The matrices are built here in numpy because `keras.ops.image.resize` follows TensorFlow's resize, which derives the
 sampling step from the sizes, while PyTorch uses the given scale factor (they differ whenever
 `side / factor` is not an integer).
 """
@@ -96,19 +97,25 @@ def _axis_smoothing(side, factor):
 
 
 @functools.lru_cache(maxsize=64)
-def smoothing_matrix(channels, factor_h, factor_w):
-    """`(C, C)` float32 matrix `M`: smoothed sheet = `M @ W` for `W` the `(C, E)` row-major sheet."""
+def smoothing_matrices(channels, factor_h, factor_w):
+    """float32 `(A_h, A_w)`, `(h, h)` and `(w, w)`: down- then up-scaling along each axis."""
     height, width = sheet_shape(channels)
-    matrix = np.kron(_axis_smoothing(height, factor_h), _axis_smoothing(width, factor_w))
-    return matrix.astype("float32")
+    return (
+        _axis_smoothing(height, factor_h).astype("float32"),
+        _axis_smoothing(width, factor_w).astype("float32"),
+    )
 
 
 def weight_smoothness_loss(kernel, shrink_factor=DEFAULT_SHRINK_FACTOR):
     """TopoLoss of a conv/dense kernel `(..., C_in, C_out)`, a float32 scalar in `[0, 2]`."""
     channels = kernel.shape[-1]
     factors = validate_shrink_factor(shrink_factor, channels)
+    height, width = sheet_shape(channels)
     weights = ops.transpose(ops.reshape(ops.cast(kernel, "float32"), (-1, channels)))  # (C, E)
-    smoothed = ops.matmul(ops.convert_to_tensor(smoothing_matrix(channels, *factors)), weights)
+    rows, cols = (ops.convert_to_tensor(a) for a in smoothing_matrices(channels, *factors))
+    sheet = ops.reshape(weights, (height, width, -1))
+    sheet = ops.einsum("ij,jwe->iwe", rows, sheet)
+    smoothed = ops.reshape(ops.einsum("vw,iwe->ive", cols, sheet), (channels, -1))
     dot = ops.sum(weights * smoothed, axis=1)
     norms_sq = ops.sum(ops.square(weights), axis=1) * ops.sum(ops.square(smoothed), axis=1)
     cosine = dot / ops.sqrt(ops.maximum(norms_sq, EPS * EPS))
