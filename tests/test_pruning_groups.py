@@ -285,6 +285,8 @@ def test_global_scope_and_round_to():
     kept = [removed.get_layer("a").filters, removed.get_layer("sep").filters]
     assert all(k % 2 == 0 and k >= 2 for k in kept)
     assert sum(kept) < 9
+    expand = prune_channels(residual(), 0.5, layers=["a", "c"], coupling="expand", scope="global")
+    assert expand.get_layer("a").filters + expand.get_layer("c").filters == 7  # 14 - 7
 
 
 def test_topographic_layers_keep_their_positions_and_default_selection():
