@@ -41,9 +41,11 @@ def randomize_batch_norm(model, seed=0):
     rng = np.random.default_rng(seed)
     for layer in walk_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, c))
-            layer.beta.assign(rng.normal(0.0, 0.5, c))
+            c = layer.moving_mean.shape[0]
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            if layer.center:
+                layer.beta.assign(rng.normal(0.0, 0.5, c))
             layer.moving_mean.assign(rng.normal(0.0, 0.5, c))
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
     return model
