@@ -100,7 +100,7 @@ def test_litert_float16_halves_the_file(trained, float_files, tmp_path):
 def test_unavailable_backend_says_which_backends_export(trained, tmp_path):
     unavailable = [f for f in export.FORMATS if BACKEND not in export.BACKENDS[f]]
     if not unavailable:
-        pytest.skip(f"every format exports on {BACKEND}")
+        pytest.skip(f"every format has a Keras route on {BACKEND}")
     for format in unavailable:
         name = "m" + export.SUFFIXES.get(format, "")
         with pytest.raises(ValueError, match="KERAS_BACKEND=tensorflow"):
