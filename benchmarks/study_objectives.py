@@ -11,7 +11,9 @@ scores), prunes each best checkpoint with the paper's masking (L2, no retraining
 
 `DATA` is a CIFAR-10 image folder with `train/<class>/` and `test/<class>/`. Runs are trained
 seed by seed, so an interrupted study already covers every objective; run the same command
-again to resume, or with `--summary-only` to redraw the table and figure from finished runs.
+again to resume, or with `--summary-only` to redraw the table and figure. The table and
+figure cover every finished run in `--runs-dir`, so a later call with other `--organisations`
+or `--weights` adds rows (finished runs are not retrained).
 """
 
 import argparse
@@ -32,14 +34,14 @@ def run_configs(args):
 
     configs = []
     for seed in args.seeds:
-        for organisation in args.organisations:
+        for organisation, weight in _grid(args.organisations, args.weights):
             config = run.RunConfig(
                 dataset="cifar10",
                 data_dir=args.data_dir,
                 model="resnet18",
                 topography=None if organisation == "baseline" else "grid",
                 objective="activation" if organisation == "baseline" else organisation,
-                topographic_weight=args.weight,
+                topographic_weight=weight,
                 seed=seed,
                 epochs=args.epochs,
                 batch_size=args.batch_size,
@@ -50,6 +52,15 @@ def run_configs(args):
             config.out = str(Path(args.runs_dir) / sweep.run_name(config))
             configs.append(config)
     return configs
+
+
+def _grid(organisations, weights):
+    """`(organisation, lambda)` pairs; the baseline once."""
+    return [
+        (organisation, weight)
+        for organisation in organisations
+        for weight in ([1.0] if organisation == "baseline" else weights)
+    ]
 
 
 def train_and_prune(configs):
@@ -65,19 +76,21 @@ def train_and_prune(configs):
             prune_sweep.prune_sweep(config.out, list(FRACTIONS), criterion="l2", mode="mask")
 
 
-def collect(configs):
-    """`{organisation: [per-run summary]}` over the finished runs."""
+def collect(runs_dir):
+    """`{"<organisation> λ<lambda>": [per-run summary]}` over the finished runs in `runs_dir`."""
     from keras_topo.experiments import results
 
     found = {}
-    for config in configs:
-        result = results.read(config.out)
-        pruning = Path(config.out) / PRUNING_FILE
-        if result is None or not pruning.exists():
+    for pruning in sorted(Path(runs_dir).glob(f"*/{PRUNING_FILE}")):
+        result = results.read(pruning.parent)
+        if result is None:
             continue
         points = json.loads(pruning.read_text())["points"]
         maps = result["map_scores"]
-        found.setdefault(result["organisation"], []).append(
+        label = result["organisation"]
+        if result["config"]["topography"] is not None:
+            label += f" λ{result['config']['topographic_weight']:g}"
+        found.setdefault(label, []).append(
             {
                 "accuracy": {p["fraction"]: p["accuracy"] for p in points},
                 "layers": list(maps),
@@ -146,7 +159,9 @@ def main():
     parser.add_argument("--runs-dir", required=True)
     parser.add_argument("--organisations", nargs="+", default=list(ORGANISATIONS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--weight", type=float, default=1.0, help="lambda, reduction mean")
+    parser.add_argument(
+        "--weights", nargs="+", type=float, default=[1.0], help="lambdas, reduction mean"
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train-subset", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -156,7 +171,7 @@ def main():
     configs = run_configs(args)
     if not args.summary_only:
         train_and_prune(configs)
-    found = collect(configs)
+    found = collect(args.runs_dir)
     if not found:
         raise SystemExit("No finished run with a pruning sweep yet.")
     out = Path(args.runs_dir)
