@@ -108,6 +108,11 @@ def _mean_std(values, scale=1.0, digits=1):
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
+def _std(values):
+    """Sample std over seeds (axis 0), 0 for one seed: as in the table."""
+    return values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1:])
+
+
 def table(found):
     """Markdown: accuracy (pruned too) and the map scores averaged over the layers."""
     header = (
@@ -137,10 +142,10 @@ def figure(found, path):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for organisation, runs in found.items():
         acc = np.array([[r["accuracy"][f] for f in FRACTIONS] for r in runs]) * 100
-        left.errorbar(FRACTIONS, acc.mean(0), yerr=acc.std(0), capsize=3, label=organisation)
+        left.errorbar(FRACTIONS, acc.mean(0), yerr=_std(acc), capsize=3, label=organisation)
         scores = np.array([r["distance_correlation"] for r in runs])
         right.errorbar(
-            np.arange(scores.shape[1]), scores.mean(0), yerr=scores.std(0), capsize=3, marker="o"
+            np.arange(scores.shape[1]), scores.mean(0), yerr=_std(scores), capsize=3, marker="o"
         )
     right.axhline(0.0, color="grey", lw=0.8)
     left.set(xlabel="fraction of channels pruned (L2, mask)", ylabel="test accuracy (%)")
