@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from test_experiments_run import TINY, BatchCounter, KillInEpoch, small_model
 
 from keras_topo import cli
-from keras_topo.experiments import checkpoints, divergence, results, run, run_lock
+from keras_topo.experiments import checkpoints, divergence, recipe, results, run, run_lock
 
 CLI_TINY = ["--dataset", "digits", "--epochs", "1", "--batch-size", "32", "--verbose", "0"]
 
@@ -124,34 +123,39 @@ def test_the_lock_dies_with_its_holder(tmp_path):
         pass
 
 
+def _tiny_model(optimizer="sgd"):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer, "mse")
+    return model
+
+
 def test_a_truncated_backup_falls_back_to_the_previous_epoch(tmp_path):
-    config = run.RunConfig(**{**TINY, "epochs": 3}, out=str(tmp_path / "run"))
+    x, y = np.ones((4, 3)), np.ones((4, 2))
+    backup = checkpoints.AtomicBackupAndRestore(tmp_path / "backup")
     with pytest.raises(KeyboardInterrupt):
-        run.train(config, callbacks=[KillInEpoch(epoch=2, after=1)])
-    backup = checkpoints.AtomicBackupAndRestore(os.path.join(config.out, "backup"))
+        _tiny_model().fit(
+            x, y, batch_size=2, epochs=3, callbacks=[backup, KillInEpoch(2, 1)], verbose=0
+        )
     newest, older = backup.backups()[::-1]
     assert os.path.basename(newest) == "epoch-2" and os.path.basename(older) == "epoch-1"
     weights = os.path.join(newest, checkpoints.WEIGHTS)
     with open(weights, "r+b") as f:  # a kill in the middle of writing it
         f.truncate(os.path.getsize(weights) // 2)
-    os.makedirs(os.path.join(config.out, "backup", "epoch-3.tmp"))  # a half-written next one
+    os.makedirs(tmp_path / "backup" / "epoch-3.tmp")  # a half-written next one: ignored
     counter = BatchCounter()
     with pytest.warns(UserWarning, match="epoch-2 is unreadable"):
-        result = run.train(config, callbacks=[counter])
+        history = _tiny_model().fit(
+            x, y, batch_size=2, epochs=3, callbacks=[backup, counter], verbose=0
+        )
     assert counter.batches == 2 * 2  # epochs 1 and 2 again (2 batches each), not epoch 0
-    assert [row["epoch"] for row in result["epochs"]] == [0, 1, 2]
-    assert result["status"] == "complete"
+    assert len(history.history["loss"]) == 2
 
 
 def test_backups_keep_the_newest_two_complete_epochs(tmp_path):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile("sgd", "mse")
     backup = checkpoints.AtomicBackupAndRestore(tmp_path / "backup")
-    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=4, callbacks=[backup], verbose=0)
+    _tiny_model().fit(np.ones((4, 3)), np.ones((4, 2)), epochs=4, callbacks=[backup], verbose=0)
     assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-3", "epoch-4"]
-    restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    restored.compile("sgd", "mse")
-    history = restored.fit(
+    history = _tiny_model().fit(
         np.ones((4, 3)), np.ones((4, 2)), epochs=5, callbacks=[backup], verbose=0
     )
     assert len(history.history["loss"]) == 1  # resumed after epoch 4
@@ -166,9 +170,6 @@ def test_a_diverging_run_stops_and_is_never_recorded(tmp_path):
     assert results.read(config.out) is None
     for row in run.read_log(os.path.join(config.out, "log.csv")):
         assert all(np.isfinite(value) for value in row.values())
-    with pytest.raises(divergence.TrainingDiverged):  # the same command again: still refused
-        run.train(config)
-    assert results.read(config.out) is None
 
 
 def test_check_finite_names_the_metric():
@@ -178,23 +179,23 @@ def test_check_finite_names_the_metric():
 
 
 def test_best_model_loads_with_plain_keras(tmp_path):
-    """`import keras_topo` is all `keras.saving.load_model` needs (the optimizer included)."""
-    config = run.RunConfig(**TINY, topography="grid", out=str(tmp_path / "run"))
-    run.train(config)
+    """`import keras_topo` is all `keras.saving.load_model` needs (the runner's optimizer too)."""
+    model = _tiny_model(recipe.make_optimizer(steps_per_epoch=2, epochs=1))
+    x = np.ones((4, 3))
+    best = checkpoints.BestModelCheckpoint(tmp_path / "best.keras", monitor="val_loss")
+    model.fit(x, x[:, :2], validation_data=(x, x[:, :2]), epochs=1, callbacks=[best], verbose=0)
     code = (
         "import keras, keras_topo, sys\n"
-        "model = keras.saving.load_model(sys.argv[1])\n"
-        "print(type(model.optimizer).__name__, len(model.losses) >= 0)\n"
+        "print(type(keras.saving.load_model(sys.argv[1]).optimizer).__name__)\n"
     )
-    start = time.time()
     done = subprocess.run(
-        [sys.executable, "-c", code, os.path.join(config.out, "best.keras")],
+        [sys.executable, "-c", code, str(tmp_path / "best.keras")],
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[0] == "TorchSGD", (done.stdout, time.time() - start)
+    assert done.stdout.split()[-1] == "TorchSGD"
 
 
 def test_best_checkpoint_is_written_whole(tmp_path):
