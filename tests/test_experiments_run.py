@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_topo import TopographicConv2D
-from keras_topo.experiments import digits, results, run
+from keras_topo.experiments import digits, fast_path, results, run
 
 TINY = dict(
     dataset="digits", epochs=2, batch_size=32, train_subset=64, width_multiplier=0.125, verbose=0
@@ -171,9 +171,8 @@ def test_config_rejects_bad_values():
     assert run.RunConfig(dataset="speechcommands").epochs == 12
 
 
-def test_jit_compile_default_is_off_on_cpu():
-    assert not run.has_accelerator()
-    assert run.resolve_jit_compile("default") is False
+def test_jit_compile_default_is_the_fast_path():
+    assert run.resolve_jit_compile("default") == fast_path.compile_options()["jit_compile"]
     assert run.resolve_jit_compile("true") is True and run.resolve_jit_compile("auto") == "auto"
 
 

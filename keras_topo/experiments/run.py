@@ -29,7 +29,15 @@ from pathlib import Path
 import keras
 
 from keras_topo.applications import BUILDERS
-from keras_topo.experiments import checkpoints, datasets, divergence, recipe, results, run_lock
+from keras_topo.experiments import (
+    checkpoints,
+    datasets,
+    divergence,
+    fast_path,
+    recipe,
+    results,
+    run_lock,
+)
 from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
 from keras_topo.topography import Topography
 
@@ -45,8 +53,8 @@ class RunConfig:
     """Everything that defines a run (`topography=None` is the baseline).
 
     `epochs=None` takes the paper's epochs for the dataset (`recipe.EPOCHS`). `jit_compile`:
-    "default" picks False on CPU (XLA convolutions are ~12x slower there) and "auto" where an
-    accelerator is present.
+    "default" is the backend's fast path (`keras_topo.experiments.fast_path`: TF without XLA on
+    CPU, "auto" on an accelerator; JAX always jitted; torch eager).
     """
 
     dataset: str = "digits"
@@ -138,31 +146,11 @@ def map_scores(model, config, split):
 
 
 def resolve_jit_compile(choice):
-    """`jit_compile` for `Model.compile`: "default" -> False on CPU, "auto" on an accelerator."""
+    """`jit_compile` for `Model.compile`: "default" -> the backend's fast path (`fast_path`)."""
     choice = str(choice).lower()
     if choice == "default":
-        return "auto" if has_accelerator() else False
+        return fast_path.compile_options()["jit_compile"]
     return {"auto": "auto", "true": True, "false": False}[choice]
-
-
-def has_accelerator():
-    """Whether the current backend sees a GPU/TPU."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(
-            tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
-        )
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
 
 
 def compile_model(model, jit_compile=False, optimizer="sgd"):

@@ -1,0 +1,113 @@
+"""Where a ResNet-18 training step's time goes on Keras' torch backend vs native PyTorch.
+
+Profiles `--steps` training steps of keras-topo's ResNet-18 (`model.fit`, torch backend,
+plain or `--topography grid`) and of the same network written in native PyTorch
+(`bench_backends.native_torch_resnet18`), with `torch.profiler`, and prints both
+`key_averages()` tables (self CPU time, largest first) and a summary by kind of work:
+convolutions (forward + backward), layout copies (`aten::copy_`: Keras' NHWC <-> NCHW
+transposes), batch norm, and element-wise arithmetic.
+
+    KERAS_BACKEND=torch python benchmarks/profile_torch.py [--width 1] [--batch 64] [--steps 2]
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+KINDS = {  # profiler op name -> kind of work, for the summary
+    "convolution": ("aten::mkldnn_convolution", "aten::convolution_backward"),
+    "layout copies": ("aten::copy_", "aten::clone", "aten::contiguous"),
+    "batch norm (fused)": ("aten::native_batch_norm", "aten::native_batch_norm_backward"),
+    "element-wise / reductions": (
+        "aten::add",
+        "aten::add_",
+        "aten::mul",
+        "aten::mul_",
+        "aten::sub",
+        "aten::div",
+        "aten::sum",
+        "aten::mean",
+        "aten::pow",
+        "aten::neg",
+        "aten::rsqrt",
+        "aten::square",
+        "aten::clamp_min",
+        "aten::threshold_backward",
+        "aten::fill_",
+        "aten::addcmul_",
+    ),
+}
+
+
+def profile(run, steps, title, rows):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    run(2)  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(steps)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"## {title}: {total / 1e6 / steps:.3f} s self CPU time per step\n")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+    summary = {}
+    for kind, names in KINDS.items():
+        summary[kind] = sum(e.self_cpu_time_total for e in events if e.key in names) / total
+    summary["other"] = 1.0 - sum(summary.values())
+    print("By kind: " + ", ".join(f"{k} {v:.0%}" for k, v in summary.items()) + "\n")
+    return total / steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--topography", default=None, help="e.g. grid (default: plain)")
+    parser.add_argument("--rows", type=int, default=15, help="rows of each key_averages table")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import torch
+    from bench_backends import native_torch_resnet18
+    from keras_topo.applications import ResNet18
+
+    if keras.backend.backend() != "torch":
+        sys.exit("Run with KERAS_BACKEND=torch.")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(args.batch,))
+
+    model = ResNet18((32, 32, 3), 10, topography=args.topography, width_multiplier=args.width)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+
+    def run_keras(steps):
+        for _ in range(steps):
+            model.fit(x, y, batch_size=args.batch, verbose=0)
+
+    net = native_torch_resnet18(10, args.width)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(y)
+
+    def run_native(steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(images), labels).backward()
+            optimizer.step()
+
+    kind = args.topography or "plain"
+    keras_time = profile(run_keras, args.steps, f"keras-topo ({kind}), torch backend", args.rows)
+    native_time = profile(run_native, args.steps, "native PyTorch (plain)", args.rows)
+    print(f"keras-topo / native self CPU time per step: {keras_time / native_time:.2f}")
+
+
+if __name__ == "__main__":
+    main()

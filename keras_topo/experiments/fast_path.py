@@ -1,0 +1,59 @@
+"""The fastest measured way to train on each Keras backend, used by default by the runner.
+
+`compile_options()` gives the `Model.compile` arguments of the fast path for the current
+backend and device; `benchmarks/bench_backends.py` measures it against each backend's default
+and against native PyTorch, and the README's "Backends" section lists the figures. Choices,
+each measured on a 2-core CPU (ResNet-18, batch 32-64, 32x32):
+
+- TensorFlow: no XLA on CPU (XLA:CPU convolutions are several times slower than TF's oneDNN
+  kernels); XLA ("auto") on GPU/TPU.
+- JAX: always jit-compiled. Keras runs a JAX model eagerly, op by op, when
+  `jit_compile=False` (2x slower per step and 3x longer warm-up than jit, measured at ResNet-18
+  x0.5), which is what a CPU-wide "no XLA" rule would give.
+- torch: eager. `jit_compile=True` (`torch.compile` of Keras' train step) gave no faster steps
+  at a far longer warm-up; the time goes to Keras' unfused batch norm and layout copies
+  (`benchmarks/profile_torch.py`), which compilation does not remove.
+"""
+
+import keras
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def compile_options(backend=None, accelerator=None):
+    """`Model.compile` keyword arguments of the fast path: `{"jit_compile": ...}`.
+
+    Args:
+        backend: "tensorflow", "jax" or "torch" (default: the current Keras backend).
+        accelerator: whether a GPU/TPU is used (default: `has_accelerator(backend)`).
+    """
+    backend = backend or keras.backend.backend()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if accelerator is None:
+        accelerator = has_accelerator(backend)
+    if backend == "jax":
+        return {"jit_compile": True}
+    if backend == "tensorflow":
+        return {"jit_compile": "auto" if accelerator else False}
+    return {"jit_compile": False}
+
+
+def has_accelerator(backend=None):
+    """Whether `backend` (default: the current one) sees a GPU or TPU."""
+    backend = backend or keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(
+            tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        )
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
