@@ -131,10 +131,11 @@ def _prune_groups(model, fraction, criterion, layers, mode, scope, round_to, rng
             if group.prunable:
                 chosen[graph.root(group)] = group
                 continue
+            unknown = any(reason.startswith("unknown") for reason in group.blocked)
+            hint = " Teach the pruner that layer with keras_topo.pruning.register_handler."
             warnings.warn(
                 f"Channels of layer {layer.name!r} are not pruned: group {group.index} is "
-                f"blocked ({'; '.join(group.blocked)}). Teach the pruner an unknown layer with "
-                "keras_topo.pruning.register_handler.",
+                f"blocked ({'; '.join(group.blocked)}).{hint if unknown else ''}",
                 stacklevel=3,
             )
     scores = {
