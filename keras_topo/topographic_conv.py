@@ -42,7 +42,7 @@ class TopographicMixin:
         # Validated by the settings object, the one place that checks a weight.
         self.topographic_weight = self.topography.replace(weight=topographic_weight).weight
         self.positions = self.topography.positions(self.filters)
-        if self.topography.objective == "weights":
+        if self.topography.objective == "weights" and self.filters >= 2:
             objectives.validate_shrink_factor(self.topography.shrink_factor, self.filters)
         self._target = self.topography.target(self.filters)
 
@@ -54,14 +54,17 @@ class TopographicMixin:
             outputs = super().call(inputs)
         finally:
             self.activation = activation
-        loss = objectives.objective_loss(
-            self.topography.objective,
-            outputs,
-            kernel=self.kernel,
-            target=self._target,
-            shrink_factor=self.topography.shrink_factor,
-            data_format=self.data_format,
-        )
+        if self.filters < 2:  # a layer pruned to one channel: no pair of channels, no loss
+            loss = keras.ops.zeros((), "float32")
+        else:
+            loss = objectives.objective_loss(
+                self.topography.objective,
+                outputs,
+                kernel=self.kernel,
+                target=self._target,
+                shrink_factor=self.topography.shrink_factor,
+                data_format=self.data_format,
+            )
         self.add_loss(self.topographic_weight * loss)
         loss_recording.record(self.name, loss)
         if activation is not None:

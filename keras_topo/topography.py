@@ -64,10 +64,11 @@ class Topography:
                 )
         else:
             points = np.asarray(self.scheme, dtype="float64")
-            if points.ndim != 2 or points.shape[0] < 2 or not np.all(np.isfinite(points)):
+            # One channel is allowed (pruning may leave one): it has no pair, so no loss.
+            if points.ndim != 2 or points.shape[0] < 1 or not np.all(np.isfinite(points)):
                 raise ValueError(
-                    "Explicit positions must be a finite array of shape (channels, dimension) "
-                    f"with at least 2 channels, got shape {points.shape}."
+                    "Explicit positions must be a finite array of shape (channels, dimension), "
+                    f"got shape {points.shape}."
                 )
             if self.dimension is not None and self.dimension != points.shape[1]:
                 raise ValueError(

@@ -217,8 +217,10 @@ def _resnet_step(policy, x, y, weights=None):
     if weights is not None:
         model.set_weights(weights)
     before = model.get_weights()
+    with recording() as topographic:  # each layer's loss in the step's forward pass
+        model(x, training=True)
     loss = float(model.train_on_batch(x, y))
-    return model, before, loss
+    return model, before, loss, topographic
 
 
 def test_mixed_bfloat16_resnet18_step_matches_float32():
@@ -228,16 +230,12 @@ def test_mixed_bfloat16_resnet18_step_matches_float32():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=(8,))
-    full, start, loss_full = _resnet_step("float32", x, y)
-    mixed, _, loss_mixed = _resnet_step("mixed_bfloat16", x, y, weights=start)
+    full, start, loss_full, references = _resnet_step("float32", x, y)
+    mixed, _, loss_mixed, values = _resnet_step("mixed_bfloat16", x, y, weights=start)
     topographic = keras_topo.topographic_layers(mixed)
     assert len(topographic) == 5
     assert all(layer.compute_dtype == "bfloat16" for layer in topographic)
     np.testing.assert_allclose(loss_mixed, loss_full, rtol=1e-2)
-    with recording() as values:
-        mixed(x)
-    with recording() as references:
-        full(x)
     for layer in topographic:
         reference = keras.ops.convert_to_numpy(references[layer.name])
         assert reference > 0
