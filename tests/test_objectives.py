@@ -182,3 +182,36 @@ def test_registry_and_bad_input():
     with pytest.raises(ValueError, match="equally far apart"):
         circle = positions.target_similarity(positions.circle(3))
         objective_loss("spatial", np.random.randn(1, 2, 2, 3), None, circle)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_each_objective_trains_through_make_topographic(objective):
+    """The layer adds `weight * objective_loss` of its own output/kernel, and fit lowers it."""
+    import keras_topo
+
+    plain = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Conv2D(12, 3, padding="same", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    settings = keras_topo.Topography(objective=objective, shrink_factor=2, weight=5.0)
+    model = keras_topo.make_topographic(plain, topography=settings)
+    conv = model.get_layer("conv")
+    x = np.random.randn(32, 6, 6, 3).astype("float32")
+    y = np.random.randint(0, 3, 32)
+
+    def layer_loss():
+        model(x)
+        return value(sum(model.losses))
+
+    probe = keras.Model(model.inputs[0], conv.output)
+    target = positions.target_similarity(conv.positions)
+    expected = objective_loss(objective, probe(x), conv.kernel, target, shrink_factor=2)
+    before = layer_loss()
+    assert before == pytest.approx(5.0 * value(expected), rel=1e-4)
+    model.compile(keras.optimizers.SGD(0.02), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(x, y, batch_size=16, epochs=8, verbose=0)
+    assert layer_loss() < 0.9 * before
