@@ -55,11 +55,19 @@ def prune_and_check(model, tmp_path, max_params_ratio):
     return loaded
 
 
-def test_mobilenet_v3_small_prunes_through_raw_ops_and_trains(tmp_path):
-    model = randomized_application(
+def mobilenet_v3_small():
+    return randomized_application(
         "MobileNetV3Small", input_shape=(32, 32, 3), alpha=0.75, include_preprocessing=False
     )
-    loaded = prune_and_check(model, tmp_path, 0.3)
+
+
+def test_mobilenet_v3_small_prunes_through_raw_ops(tmp_path):
+    prune_and_check(mobilenet_v3_small(), tmp_path, 0.3)
+
+
+@pytest.mark.tf_only  # a compiled training step of a whole application: slow on XLA:CPU (JAX)
+def test_pruned_mobilenet_v3_small_trains(tmp_path):
+    loaded = prune_and_check(mobilenet_v3_small(), tmp_path, 0.3)
     loaded.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
     x = np.random.default_rng(2).normal(size=(4, 32, 32, 3)).astype("float32")
     history = loaded.fit(x, np.arange(4) % 5, epochs=1, batch_size=4, verbose=0)
