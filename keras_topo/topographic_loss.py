@@ -14,9 +14,9 @@ smaller Gram matrix:
 
 Numerics: the loss is finite and exact for any finite float32 input (up to ~3.4e38), for
 float16/bfloat16 outputs (accumulated in float32), and for all-zero channels. Ordinary outputs
-take the plain form above. Only when a channel's sum of squares overflows (|y| above ~1e19)
-does a `cond` switch to a rescaled form, where each channel is first divided by its largest
-magnitude (cosines do not depend on it), so that ordinary outputs pay one check of `(B, C)`.
+go in unchanged. Only when a channel's sum of squares overflows (|y| above ~1e19) does a
+`cond` first divide each channel by its largest magnitude (cosines do not depend on it); the
+check costs one pass over `y` without gradient.
 """
 
 import numpy as np
@@ -57,19 +57,17 @@ def topographic_loss(
     y = ops.reshape(y, (ops.shape(y)[0], -1, channels))  # (B, HW, C)
     pixels = y.shape[1]
     target_t = ops.convert_to_tensor(target, "float32")
+    squares = ops.sum(ops.square(ops.stop_gradient(y)), axis=1)  # (B, C), for the check only
+    y, floor_sq = ops.cond(
+        ops.all(ops.isfinite(squares)),
+        lambda: (y, ops.full_like(squares, EPS)),
+        lambda: _rescaled(y),
+    )
     if pixels is None or channels <= pixels:
         # Normalising the (B, C, C) Gram is cheaper than normalising the (B, HW, C) input.
-        gram = ops.einsum("bpi,bpj->bij", y, y)
-        squares = ops.diagonal(gram, axis1=1, axis2=2)  # (B, C)
-        plain = lambda: _direct_sum(y, EPS, target_t, gram)  # noqa: E731
-        rescaled = lambda: _direct_sum(*_rescaled(y), target_t)  # noqa: E731
+        total = _direct_sum(y, floor_sq, target_t)
     else:
-        # `y * y`, not `square(y)`: when the rescaled branch is taken, this term's backward gets
-        # a zero cotangent, and `square`'s `0 * 2y` is NaN for |y| > 1.7e38 (2y overflows).
-        squares = ops.sum(y * y, axis=1)  # (B, C)
-        plain = lambda: _identity_sum(y, EPS, target_t, target, squares)  # noqa: E731
-        rescaled = lambda: _identity_sum(*_rescaled(y), target_t, target)  # noqa: E731
-    total = ops.cond(ops.all(ops.isfinite(ops.stop_gradient(squares))), plain, rescaled)
+        total = _identity_sum(y, floor_sq, target_t, target)
     batch = ops.cast(ops.shape(y)[0], "float32")
     return total / (batch * channels * (channels - 1) / 2)
 
@@ -90,10 +88,9 @@ def _rescaled(y):
     return y / scale, EPS / ops.square(scale[:, 0])
 
 
-def _direct_sum(y, floor_sq, target, gram=None):
+def _direct_sum(y, floor_sq, target):
     """Sum over samples and pairs i < j of `(S - T)_ij^2` from the `(B, C, C)` Gram."""
-    if gram is None:
-        gram = ops.einsum("bpi,bpj->bij", y, y)
+    gram = ops.einsum("bpi,bpj->bij", y, y)
     norms = ops.sqrt(ops.maximum(ops.diagonal(gram, axis1=1, axis2=2), floor_sq))  # (B, C)
     sim = gram / (norms[:, :, None] * norms[:, None, :])
     channels = target.shape[0]
@@ -101,10 +98,9 @@ def _direct_sum(y, floor_sq, target, gram=None):
     return ops.sum(upper * ops.square(sim - target))
 
 
-def _identity_sum(y, floor_sq, target, target_np, squares=None):
+def _identity_sum(y, floor_sq, target, target_np):
     """The same sum from the `(B, HW, HW)` Gram identities (no `(B, C, C)` tensor)."""
-    if squares is None:
-        squares = ops.sum(ops.square(y), axis=1)
+    squares = ops.sum(ops.square(y), axis=1)
     y_hat = y / ops.sqrt(ops.maximum(squares, floor_sq))[:, None, :]  # unit-norm channels
     gram = ops.einsum("bpc,bqc->bpq", y_hat, y_hat)  # (B, HW, HW)
     sim_sq = ops.sum(ops.square(gram))
