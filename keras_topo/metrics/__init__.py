@@ -123,38 +123,40 @@ def _nan_to_none(values):
 
 
 def _accumulate(model, layers, x, y, batch_size):
-    """One `ChannelStatistics` per layer, from the layers' pre-activation outputs on `x`."""
+    """One `ChannelStatistics` per layer, from the layers' pre-activation outputs on `x`.
+
+    The outputs are read from a plain copy of the model (`strip_topography`: same weights, no
+    topographic losses to compute) whose chosen layers have their activation removed.
+    """
     import keras
 
+    from keras_topo.conversion import strip_topography
+
     try:
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        probe = keras.Model(inputs, [layer.output for layer in layers])
+        plain = strip_topography(model)
+        probes = [plain.get_layer(layer.name) for layer in layers]
+        inputs = plain.inputs[0] if len(plain.inputs) == 1 else plain.inputs
+        for layer in probes:
+            layer.activation = None  # the copy's own layers: the model is untouched
+        probe = keras.Model(inputs, [layer.output for layer in probes])
     except (ValueError, AttributeError) as error:
         raise ValueError(
-            "measure_topography reads the layers' outputs with a sub-model of "
+            "measure_topography reads the layers' outputs with a sub-model of a copy of "
             f"{model.name!r}, which needs a functional or Sequential model whose topographic "
             f"layers are called on its inputs (not inside a nested model): {error}"
         ) from error
     statistics = [ChannelStatistics(layer.filters) for layer in layers]
-    # With the activations off, the layers' outputs are their pre-activation outputs.
-    activations = [layer.activation for layer in layers]
     seen = 0
-    try:
-        for layer in layers:
-            layer.activation = None
-        for inputs, labels in _batches(x, y, batch_size):
-            outputs = probe.predict_on_batch(inputs)
-            if len(layers) == 1 and not isinstance(outputs, (list, tuple)):
-                outputs = [outputs]
-            for layer, stats, out in zip(layers, statistics, outputs, strict=True):
-                out = np.asarray(keras.ops.convert_to_numpy(out))
-                if getattr(layer, "data_format", "channels_last") == "channels_first":
-                    out = np.moveaxis(out, 1, -1)
-                stats.update(out, labels)
-            seen += len(labels) if labels is not None else 1
-    finally:
-        for layer, activation in zip(layers, activations, strict=True):
-            layer.activation = activation
+    for inputs, labels in _batches(x, y, batch_size):
+        outputs = probe.predict_on_batch(inputs)
+        if len(layers) == 1 and not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        for layer, stats, out in zip(layers, statistics, outputs, strict=True):
+            out = np.asarray(keras.ops.convert_to_numpy(out))
+            if getattr(layer, "data_format", "channels_last") == "channels_first":
+                out = np.moveaxis(out, 1, -1)
+            stats.update(out, labels)
+        seen += len(labels) if labels is not None else 1
     if seen == 0:
         raise ValueError("measure_topography: `x` holds no input.")
     return statistics
