@@ -81,7 +81,13 @@ def test_report_prune_and_figures(trained, capsys, tmp_path):
         cli.main(["figures", "--run", str(out), "--out", str(figures), "--max-batches", "2"]) == 0
     )
     names = {p.name for p in figures.iterdir()}
-    assert names == {"positions.png", "topography-conv2.png", "pruning-l2-mask.png"}
+    assert names == {
+        "positions.png",
+        "topography-conv2.png",
+        "pruning-l2-mask.png",
+        "maps-selectivity.png",
+        "maps-similarity.png",
+    }
 
 
 def test_bad_input_exits_with_a_message(trained, capsys):
