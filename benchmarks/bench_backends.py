@@ -13,7 +13,9 @@ Each configuration runs in its own process (its own `KERAS_BACKEND`):
   marked "fast path".
 
 A process warms up (compilation), then times `--rounds` fits of `--steps` steps of each model,
-alternating which model goes first; a step's time is the fit's wall time over its steps. The
+alternating which model goes first; a step's time is the fit's wall time over its steps. Every
+child inherits the fast path's process environment (`fast_path.ENVIRONMENT`:
+`OMP_WAIT_POLICY=PASSIVE`), native torch included; set the variable yourself to compare. The
 configurations' processes are themselves alternated `--processes` times (A B C A B C), and the
 table gives medians over all of them: images/s and the ratios the issue asks for (topographic
 over native-torch plain throughput, topographic over plain step time).
@@ -165,6 +167,9 @@ def child(args):
 
 
 def parent(args):
+    from keras_topo.experiments import fast_path
+
+    fast_path.apply_environment()  # inherited by every child, native torch included
     configs = [
         (label, backend, jit_compile)
         for label, backend, jit_compile in CONFIGS

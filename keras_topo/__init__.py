@@ -3,6 +3,8 @@
 `keras_topo.data` (tf.data pipelines, needs TensorFlow) is imported on demand.
 """
 
+# First: importing it sets the fast path's environment (OMP_WAIT_POLICY) before Keras loads torch.
+import keras_topo.experiments.fast_path  # noqa: F401
 from keras_topo import applications, positions, pruning
 from keras_topo.conversion import make_topographic, strip_topography
 from keras_topo.experiments import recipe as _recipe  # noqa: F401 (registers TorchSGD for loading)

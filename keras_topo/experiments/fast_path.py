@@ -10,14 +10,33 @@ each measured on a 2-core CPU (ResNet-18, batch 32-64, 32x32):
 - JAX: always jit-compiled. Keras runs a JAX model eagerly, op by op, when
   `jit_compile=False` (2x slower per step and 3x longer warm-up than jit, measured at ResNet-18
   x0.5), which is what a CPU-wide "no XLA" rule would give.
-- torch: eager. `jit_compile=True` (`torch.compile` of Keras' train step) gave no faster steps
-  at a far longer warm-up; the time goes to Keras' unfused batch norm and layout copies
-  (`benchmarks/profile_torch.py`), which compilation does not remove.
+- torch: eager. `jit_compile=True` (`torch.compile` of Keras' train step) was 2x slower per
+  step after an 18-minute warm-up (ResNet-18 x0.5, loaded CPU); the time goes to Keras'
+  unfused batch norm and layout copies (`benchmarks/profile_torch.py`), which it does not
+  remove. And `OMP_WAIT_POLICY=PASSIVE` (`ENVIRONMENT`): torch's OpenMP threads otherwise spin
+  at every barrier, and on a CPU shared with other processes a step became 10-30x slower
+  than with threads that sleep (native torch ResNet-18 x0.5, batch 32, 2 cores:
+  0.19 s passive against 1.9-7.4 s spinning). OpenMP reads it once, when torch is loaded, so
+  this module sets it (unless already set) when imported, and `keras_topo` imports it before
+  Keras imports its backend.
+
+This module imports Keras only inside its functions, so that `keras_topo` can import it first.
 """
 
-import keras
+import os
 
 BACKENDS = ("tensorflow", "jax", "torch")
+# Process environment of the fast path: read when the backend's libraries load.
+ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def apply_environment():
+    """Sets each `ENVIRONMENT` variable the user has not set; call before importing torch."""
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+apply_environment()  # On import: `keras_topo` imports this module before Keras.
 
 
 def compile_options(backend=None, accelerator=None):
@@ -27,6 +46,8 @@ def compile_options(backend=None, accelerator=None):
         backend: "tensorflow", "jax" or "torch" (default: the current Keras backend).
         accelerator: whether a GPU/TPU is used (default: `has_accelerator(backend)`).
     """
+    import keras
+
     backend = backend or keras.backend.backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
@@ -41,6 +62,8 @@ def compile_options(backend=None, accelerator=None):
 
 def has_accelerator(backend=None):
     """Whether `backend` (default: the current one) sees a GPU or TPU."""
+    import keras
+
     backend = backend or keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
