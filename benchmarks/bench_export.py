@@ -6,7 +6,8 @@ keras.applications MobileNetV2 (alpha 0.35, random init) trained here for `--mob
 on the same run's training split (pruned at every Conv2D). Each model is exported as LiteRT and
 ONNX, float and int8 (calibrated on the training split), and measured in one process: file
 size, median batch-1 latency over interleaved rounds (the Keras row: `model(x)` eagerly, a
-reference only), and top-1 accuracy on the first `--test-images` of the run's test split.
+reference only), and top-1 accuracy on `--test-images` drawn at random (seeded) from the run's
+test split.
 
     KERAS_BACKEND=tensorflow nice -n 5 python benchmarks/bench_export.py --run runs/cifar-grid
 """
@@ -44,7 +45,9 @@ def main():
         subset = config.train_subset if name == "train" else None
         return datasets.load("cifar10", name, data_dir, batch_size, config.seed, subset).dataset
 
-    test = split("test", 100).take(args.test_images // 100)
+    # The test split is ordered by class: a seeded shuffle of the whole split, then a sample.
+    test = split("test", 100).unbatch().shuffle(10_000, seed=0, reshuffle_each_iteration=False)
+    test = test.take(args.test_images).batch(100).cache()
     resnet = prune_sweep.load_best(args.run)
     layers = prune_sweep.default_layers(resnet, config, data_dir, config.batch_size)
     mobilenet = _trained_mobilenet(split("train"), args.mobilenet_epochs)
