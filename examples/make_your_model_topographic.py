@@ -52,4 +52,6 @@ print("conv2 channel positions:", topo.get_layer("conv2").positions.shape)  # (6
 
 # 4. Ship it: the plain Keras model back, same weights and outputs, no training-only losses.
 plain = keras_topo.strip_topography(topo)
-print(f"stripped: {len(plain.losses)} losses, {len(keras_topo.topographic_layers(plain))} topographic layers")
+print(
+    f"stripped: {len(plain.losses)} losses, {len(keras_topo.topographic_layers(plain))} topographic layers"
+)

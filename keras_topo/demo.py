@@ -7,6 +7,7 @@ table, writes the figures, and saves a pruned topographic net (channels really r
 `.keras` file and a TensorFlow SavedModel.
 """
 
+import shutil
 from pathlib import Path
 
 import keras
@@ -84,10 +85,15 @@ def run_demo(
 
 
 def _export(model, path, log):
-    """SavedModel export (`model.export`); returns its path, or None where the backend
-    cannot export (the `.keras` file is still written)."""
+    """SavedModel export (`keras_topo.export_model`: topography stripped, `model.export`);
+    returns its path, or None where the backend cannot export (the `.keras` file is still
+    written)."""
+    from keras_topo.export import export_model
+
+    if path.exists():  # a rerun of the demo replaces its own output
+        shutil.rmtree(path)
     try:
-        model.export(str(path), format="tf_saved_model", verbose=False)
+        export_model(model, str(path), format="saved_model")
     except (ImportError, NotImplementedError, ValueError) as error:
         log(
             f"SavedModel export is not available on the {keras.backend.backend()} backend "

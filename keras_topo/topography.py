@@ -130,7 +130,13 @@ class Topography:
         return not isinstance(self.scheme, str)
 
     def positions(self, channels):
-        """The channels' positions, float32 `(channels, dimension)`."""
+        """The channels' positions, float32 `(channels, dimension)`.
+
+        The "weights" objective (TopoLoss) lays the channels row-major on its own sheet
+        (`keras_topo.objectives.sheet_positions`), whatever the scheme.
+        """
+        if self.objective == "weights":
+            return objectives.sheet_positions(channels)
         return positions_lib.resolve(
             self.scheme, channels, self.dimension, nested_factor=self.nested_factor
         )

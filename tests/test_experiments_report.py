@@ -112,3 +112,21 @@ def test_run_sweep_skips_complete_runs(tmp_path, monkeypatch):
     logged = []
     done = sweep.run_sweep(configs, log=logged.append)
     assert done[0]["status"] == "complete" and "complete, skipped" in logged[0]
+
+
+def test_run_sweep_reports_a_diverged_run_and_goes_on(tmp_path, monkeypatch):
+    from keras_topo.experiments.divergence import TrainingDiverged
+
+    base = run.RunConfig(dataset="digits", epochs=1)
+    configs = sweep.grid(base, tmp_path, ["resnet18"], ["baseline"], [1.0], [0, 1])
+
+    def train(config):
+        if config.seed == 0:
+            raise TrainingDiverged("epoch 1: loss is nan")
+        return {"status": "complete", "test": {"accuracy": 0.5}}
+
+    monkeypatch.setattr(run, "train", train)
+    logged = []
+    done = sweep.run_sweep(configs, log=logged.append)
+    assert [result["test"]["accuracy"] for result in done] == [0.5]
+    assert "diverged" in logged[1] and configs[0].out in logged[-1]

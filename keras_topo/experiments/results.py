@@ -5,7 +5,8 @@ Keys: `status` ("complete"), `config` (the `RunConfig`), `organisation` ("baseli
 `backend`, `versions`, `jit_compile`, `params`, `epochs` (one dict of logged metrics per
 epoch), `best_epoch` and `best_val_accuracy` (the checkpoint kept), `test` (metrics of that
 checkpoint on the test split), `topographic_layers`, `topographic_loss` (per layer, unweighted,
-last training batch of the best epoch), `wall_time_s`.
+on the probe batch at the best epoch), `map_scores` (per topographic layer, the scores of
+`keras_topo.metrics.measure_topography` on the test split), `wall_time_s`.
 """
 
 import json

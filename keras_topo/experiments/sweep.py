@@ -10,6 +10,7 @@ import keras
 
 from keras_topo import positions
 from keras_topo.experiments import results, run
+from keras_topo.experiments.divergence import TrainingDiverged
 
 
 def parse_organisation(text):
@@ -63,8 +64,12 @@ def grid(base, runs_dir, models, organisations, lambdas, seeds):
 
 
 def run_sweep(configs, log=print):
-    """Trains every config whose folder has no complete result (resuming unfinished ones)."""
-    finished = []
+    """Trains every config whose folder has no complete result (resuming unfinished ones).
+
+    A run that diverges (`TrainingDiverged`: no result is written) is reported and skipped, so
+    one bad setting does not stop the sweep; the others' results are returned.
+    """
+    finished, diverged = [], []
     for index, config in enumerate(configs, start=1):
         done = results.read(config.out)
         if done is not None and done.get("status") == "complete":
@@ -73,9 +78,16 @@ def run_sweep(configs, log=print):
             continue
         log(f"[{index}/{len(configs)}] {config.out}: training")
         keras.backend.clear_session()
-        result = run.train(config)
+        try:
+            result = run.train(config)
+        except TrainingDiverged as error:  # recorded as failed, the other runs go on
+            log(f"[{index}/{len(configs)}] {config.out}: diverged, no result recorded ({error})")
+            diverged.append(config.out)
+            continue
         log(
             f"[{index}/{len(configs)}] {config.out}: test accuracy {result['test']['accuracy']:.4f}"
         )
         finished.append(result)
+    if diverged:
+        log(f"{len(diverged)} run(s) diverged (non-finite loss): {', '.join(diverged)}")
     return finished

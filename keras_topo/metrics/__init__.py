@@ -74,21 +74,8 @@ def measure_topography(
     }
 
 
-def map_positions(layer):
-    """The positions a layer's objective arranges its channels on, `(C, dim)`.
-
-    The "weights" objective (TopoLoss) uses its own row-major sheet, not `layer.positions`.
-    """
-    topography = getattr(layer, "topography", None)
-    if getattr(topography, "objective", "activation") == "weights":
-        from keras_topo.objectives import sheet_positions
-
-        return sheet_positions(layer.filters)
-    return np.asarray(layer.positions)
-
-
 def _scores(layer, stats, bins, permutations, shuffles, seed):
-    pos = map_positions(layer)
+    pos = np.asarray(layer.positions)  # TopoLoss' own sheet for objective="weights"
     distance = getattr(getattr(layer, "topography", None), "distance", "euclidean")
     distances = positions.pairwise_distances(pos, distance).astype("float64")
     similarity = stats.correlation()
@@ -207,7 +194,6 @@ __all__ = [
     "ChannelStatistics",
     "class_selectivity",
     "distance_correlation",
-    "map_positions",
     "map_scores",
     "measure_topography",
     "morans_i",
