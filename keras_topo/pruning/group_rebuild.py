@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_topo.pruning.graph import TensorKey
 from keras_topo.pruning.handlers import get_handler
-from keras_topo.pruning.layer_copy import from_config_zero_init, restore_initializers
+from keras_topo.pruning.layer_copy import UniqueNames, from_config_zero_init, restore_initializers
 
 
 def rebuild_groups(graph, kept_by_space, mode):
@@ -34,7 +34,7 @@ class _GroupRebuilder:
         self.kept_by_space = {k: np.asarray(v, dtype="int64") for k, v in kept_by_space.items()}
         self.narrow = mode == "remove"
         self.copies = {}  # id(original layer) -> (copy, kept indices of its weights)
-        self.names = set()
+        self.unique = UniqueNames()
 
     def run(self):
         graph = self.graph
@@ -102,13 +102,6 @@ class _GroupRebuilder:
                 value = _narrow(value, axis, kept) if self.narrow else _mask(value, axis, kept, old)
             new.assign(value.astype(new.dtype))
         return layer, outputs
-
-    def unique(self, name):
-        candidate, n = name, 1
-        while candidate in self.names:
-            candidate, n = f"{name}_{n}", n + 1
-        self.names.add(candidate)
-        return candidate
 
 
 def _narrow(value, axis, kept):

@@ -1,4 +1,4 @@
-"""New layers from configs without running their random initialisers.
+"""New layers from configs without running their random initialisers, under unique names.
 
 The pruner's copies get their weights assigned right after they are built, and random
 initialisers are slow on JAX (one XLA compilation per kernel shape, up to seconds each), so
@@ -22,3 +22,17 @@ def restore_initializers(layer, config):
     for key, value in config.items():
         if key.endswith("_initializer") and value and hasattr(layer, key):
             setattr(layer, key, keras.initializers.get(value))
+
+
+class UniqueNames:
+    """Names unique within one rebuilt model: `name` itself, else `name_1`, `name_2`, ..."""
+
+    def __init__(self):
+        self.taken = set()
+
+    def __call__(self, name):
+        candidate, n = name, 1
+        while candidate in self.taken:
+            candidate, n = f"{name}_{n}", n + 1
+        self.taken.add(candidate)
+        return candidate

@@ -36,7 +36,7 @@ from keras import ops
 from keras_topo.layer_selection import is_topographic
 from keras_topo.pruning.channel_fold import bias_fold_is_exact, fold_removed_inputs
 from keras_topo.pruning.expand_channels import ExpandChannels
-from keras_topo.pruning.layer_copy import from_config_zero_init, restore_initializers
+from keras_topo.pruning.layer_copy import UniqueNames, from_config_zero_init, restore_initializers
 
 CHANNELWISE = (
     keras.layers.BatchNormalization,
@@ -111,7 +111,7 @@ class _Rebuilder:
         self.copies = {}  # id(original layer) -> (copy, config, weights), shared by its calls
         self.expanded = {}  # (id(tensor), index) -> ExpandChannels output
         self.padded = {}  # id(narrowed ZeroPadding2D output) -> (input state, layer, kwargs)
-        self.names = set()
+        self.unique = UniqueNames()
 
     def run(self, model):
         clone = keras.models.clone_model(
@@ -357,13 +357,6 @@ class _Rebuilder:
             variable.assign(weights[variable.name].astype(variable.dtype))
         self.copies[id(layer)] = (new, config, weights)
         return new, outputs
-
-    def unique(self, name):
-        candidate, n = name, 1
-        while candidate in self.names:
-            candidate, n = f"{name}_{n}", n + 1
-        self.names.add(candidate)
-        return candidate
 
 
 def _is_linear(layer):
