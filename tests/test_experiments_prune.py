@@ -52,7 +52,7 @@ def test_sweep_prunes_the_topographic_layers_and_writes_results(tmp_path):
     assert sweep["layers"] == expected_layers and sweep["organisation"] == "grid-2d"
     from keras_topo import pruning
 
-    masked = pruning.prune_channels(model, 0.5, mode="mask")
+    masked = pruning.prune_channels(model, 0.5, mode="mask", coupling="expand")
     assert [p["fraction"] for p in sweep["points"]] == [0.5]
     assert sweep["points"][0]["accuracy"] == pytest.approx(accuracy(masked), abs=1e-6)
     stored = json.loads((tmp_path / "topo" / "pruning-l2-mask.json").read_text())

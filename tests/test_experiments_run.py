@@ -87,7 +87,7 @@ def test_run_writes_its_files_and_a_complete_result(finished):
     assert result["status"] == "complete" and result["organisation"] == "grid-2d"
     assert result["reduction"] == "mean" and result["backend"] == keras.backend.backend()
     assert result["config"]["topographic_weight"] == 0.5
-    assert result["jit_compile"] is False  # CPU default
+    assert result["jit_compile"] == run.resolve_jit_compile("default")  # the fast path
     assert [row["epoch"] for row in result["epochs"]] == [0, 1]
     assert {"python", "keras", "numpy", "keras_topo"} <= set(result["versions"])
     rows = _log_rows(run.Path(out) / "log.csv")

@@ -41,6 +41,7 @@ def pruned():
     return small, (x, y), (x_test, y_test)
 
 
+@pytest.mark.slow
 def test_finetune_recovers_accuracy_with_the_recipe(pruned):
     small, train, (x_test, y_test) = pruned
     small = keras.Model.from_config(small.get_config())  # A private copy of the same model.
