@@ -34,13 +34,9 @@ class ConvFactory:
         self, topography, topography_settings, topographic_layers, paper_layers, conv_init_mode
     ):
         settings = {_ALIASES.get(key, key): value for key, value in topography_settings.items()}
-        unknown = sorted(set(settings) - set(Topography.__dataclass_fields__))
-        if unknown:
-            raise TypeError(
-                f"Unknown arguments {unknown}; topographic settings are the fields of "
-                f"keras_topo.Topography: {sorted(Topography.__dataclass_fields__)}."
-            )
-        self.topography = None if topography is None else Topography.coerce(topography, **settings)
+        # Built for the baseline too, so that a misspelt or invalid setting is never ignored.
+        settings = Topography.coerce(topography, **settings)
+        self.topography = None if topography is None else settings
         self.conv_init_mode = conv_init_mode
         self._selector = _selector(
             paper_layers if topographic_layers is None else topographic_layers

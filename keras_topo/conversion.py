@@ -29,7 +29,7 @@ def make_topographic(
             "sum": each weighs `weight`, the reference code), `dimension`, `distance`,
             `nested_factor`, `objective`, `shrink_factor`.
     """
-    topography = _settings(topography, settings)
+    topography = Topography.coerce(topography, **settings)
     _check_cloneable(model, "make_topographic")
 
     def candidate(layer):
@@ -74,14 +74,6 @@ def strip_topography(model):
         return layer.__class__.from_config(config)
 
     return _clone_with_weights(model, clone_layer)
-
-
-def _settings(topography, settings):
-    fields = set(Topography.__dataclass_fields__) - {"scheme"}
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise TypeError(f"Unknown topographic settings {unknown}; the fields are {sorted(fields)}.")
-    return Topography.coerce(topography, **settings)
 
 
 def _clone_with_weights(model, clone_layer):

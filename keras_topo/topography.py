@@ -119,7 +119,13 @@ class Topography:
         return value.replace(**changes) if changes else value
 
     def replace(self, **changes):
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); an unknown field is a TypeError."""
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                f"Unknown topographic settings {unknown}; the fields of keras_topo.Topography are "
+                f"{sorted(self.__dataclass_fields__)}."
+            )
         if "scheme" in changes and not isinstance(changes["scheme"], str):
             changes.setdefault("dimension", None)
         return dataclasses.replace(self, **changes)

@@ -230,3 +230,14 @@ def test_old_flat_keyword_arguments_still_work():
         8, 1, topography="nested", dimension=3, distance="l1", nested_factor=0.25
     )
     assert layer.topography == Topography("nested", dimension=3, distance="l1", nested_factor=0.25)
+
+
+def test_an_unknown_setting_is_refused_everywhere():
+    from keras_topo.applications import ResNet18
+
+    inputs = keras.Input((6, 6, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    with pytest.raises(TypeError, match="Unknown topographic settings"):
+        keras_topo.make_topographic(model, wieght=2.0)
+    with pytest.raises(TypeError, match="Unknown topographic settings"):
+        ResNet18((8, 8, 3), 10, topography=None, lamda=1.0)
