@@ -1,12 +1,14 @@
 """Layer factory shared by the builders: plain or topographic convs, initialisers, batch norm.
 
 A builder asks the factory for every conv by its (stable) name; the factory decides from the
-name whether the layer is a `TopographicConv2D` or a `keras.layers.Conv2D`, and once the graph
+name whether the layer is a `TopographicConv2D` or a plain `FastConv2D` (Keras' Conv2D without
+the torch backend's layout copies; batch norms are `FastBatchNormalization`), and once the graph
 is complete (`finalize`) gives each topographic layer its share of lambda.
 """
 
 import keras
 
+from keras_topo.fast_layers import FastBatchNormalization, FastConv2D
 from keras_topo.topographic_conv import TopographicConv2D
 from keras_topo.topography import Topography
 
@@ -79,15 +81,13 @@ class ConvFactory:
             layer = TopographicConv2D(**kwargs, topography=self.topography)
             self.topographic.append(layer)
         else:
-            layer = keras.layers.Conv2D(**kwargs)
+            layer = FastConv2D(**kwargs)
         return layer(x)
 
     @staticmethod
     def batch_norm(x, name):
-        """`BatchNormalization` as torch's `BatchNorm2d` defaults (gamma 1, beta 0)."""
-        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(
-            x
-        )
+        """Batch norm as torch's `BatchNorm2d` defaults (gamma 1, beta 0)."""
+        return FastBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
     def finalize(self):
         """Checks the selection and sets each topographic layer's weight (call once built)."""

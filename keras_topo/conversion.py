@@ -3,6 +3,7 @@
 import keras
 
 from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
+from keras_topo.fast_layers import KERAS_CLASSES
 from keras_topo.topographic_conv import PLAIN_CLASSES, TOPOGRAPHIC_CLASSES
 from keras_topo.topographic_regularizer import TopographicRegularizer
 from keras_topo.topography import Topography
@@ -59,15 +60,18 @@ def make_topographic(
 
 
 def strip_topography(model):
-    """A plain copy of a model: topographic layers back to their Keras classes and
-    `TopographicRegularizer`s removed. Same weights, same outputs, no topographic losses;
-    ready to export (the losses are training-only)."""
+    """A plain Keras copy of a model: topographic and fast layers (`keras_topo.fast_layers`)
+    back to their Keras classes and `TopographicRegularizer`s removed. Same weights, same
+    outputs, no topographic losses; ready to export (the losses are training-only) and to load
+    without keras_topo."""
     _check_cloneable(model, "strip_topography")
 
     def clone_layer(layer):
         if is_topographic(layer):
             return PLAIN_CLASSES[type(layer)].from_config(layer.plain_config())
         config = layer.get_config()
+        if type(layer) in KERAS_CLASSES:
+            return KERAS_CLASSES[type(layer)].from_config(config)
         for key in ("activity_regularizer", "kernel_regularizer"):
             if isinstance(getattr(layer, key, None), TopographicRegularizer):
                 config[key] = None

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_topo import loss_recording, objectives
+from keras_topo.fast_layers import FastConv2D, FastConv3D, FastConvolutionMixin
 from keras_topo.topography import Topography
 
 # Old flat keyword arguments, folded into the `Topography` (configs saved before round 2).
@@ -100,7 +101,7 @@ class Conv1D(TopographicMixin, keras.layers.Conv1D):
 
 
 @keras.saving.register_keras_serializable(package="keras_topo", name="TopographicConv2D")
-class Conv2D(TopographicMixin, keras.layers.Conv2D):
+class Conv2D(TopographicMixin, FastConvolutionMixin, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with a topographic loss. Input `(B, H, W, C_in)`, output
     `(B, H', W', filters)` (channels_last). See `TopographicMixin` for the keyword arguments.
 
@@ -110,7 +111,7 @@ class Conv2D(TopographicMixin, keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_topo", name="TopographicConv3D")
-class Conv3D(TopographicMixin, keras.layers.Conv3D):
+class Conv3D(TopographicMixin, FastConvolutionMixin, keras.layers.Conv3D):
     """`keras.layers.Conv3D` with a topographic loss. Input `(B, D, H, W, C_in)`, output
     `(B, D', H', W', filters)` (channels_last). See `TopographicMixin` for the keyword arguments."""
 
@@ -120,10 +121,12 @@ class Conv3D(TopographicMixin, keras.layers.Conv3D):
 # by their exported names, registered for serialization too.
 TopographicConv1D, TopographicConv2D, TopographicConv3D = Conv1D, Conv2D, Conv3D
 
-# The plain Keras class of each topographic class, and back: one registry for conversion.
-TOPOGRAPHIC_CLASSES = {
-    keras.layers.Conv1D: TopographicConv1D,
-    keras.layers.Conv2D: TopographicConv2D,
-    keras.layers.Conv3D: TopographicConv3D,
+# The plain Keras class of each topographic class: one registry for conversion both ways.
+PLAIN_CLASSES = {
+    TopographicConv1D: keras.layers.Conv1D,
+    TopographicConv2D: keras.layers.Conv2D,
+    TopographicConv3D: keras.layers.Conv3D,
 }
-PLAIN_CLASSES = {topo: plain for plain, topo in TOPOGRAPHIC_CLASSES.items()}
+# The classes `make_topographic` converts: Keras' and keras_topo's fast ones.
+TOPOGRAPHIC_CLASSES = {plain: topo for topo, plain in PLAIN_CLASSES.items()}
+TOPOGRAPHIC_CLASSES.update({FastConv2D: TopographicConv2D, FastConv3D: TopographicConv3D})
