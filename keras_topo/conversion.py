@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
 from keras_topo.fast_layers import KERAS_CLASSES
+from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
 from keras_topo.topographic_conv import PLAIN_CLASSES, TOPOGRAPHIC_CLASSES
 from keras_topo.topographic_regularizer import TopographicRegularizer
 from keras_topo.topography import Topography

@@ -88,7 +88,9 @@ def test_fast_conv2d_equals_keras(filters, kernel_size, kwargs):
 
 def test_fast_conv3d_equals_keras():
     x = np.random.randn(2, 5, 6, 4, 3).astype("float32")
-    assert_same_as_keras(FastConv3D(4, 3, padding="same"), keras.layers.Conv3D(4, 3, padding="same"), x)
+    assert_same_as_keras(
+        FastConv3D(4, 3, padding="same"), keras.layers.Conv3D(4, 3, padding="same"), x
+    )
 
 
 def test_topographic_conv_runs_the_fast_convolution_with_lora():
