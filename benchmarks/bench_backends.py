@@ -5,12 +5,18 @@ Each configuration runs in its own process (its own `KERAS_BACKEND`):
 - `native torch`: the reference-equivalent plain ResNet-18 written directly in PyTorch
   (torchvision's BasicBlock network with the CIFAR 3x3 stride-1 stem and the max-pool kept,
   `nn.CrossEntropyLoss`, `torch.optim.SGD(momentum=0.9)`), the fastest thing a user could run.
+- `native torch + reference-style loss`: the same network with the paper's loss as the
+  reference PyTorch code computes it (per-sample `(B, C, C)` cosine similarities of each
+  topographic conv's output, forward hooks, lambda 1 summed over the same five layers): the
+  reference's topographic throughput, which the issue sets as JAX's bar.
 - `keras-topo <backend>`: `keras_topo.applications.ResNet18`, plain and with the paper's five
   "grid" topographic layers (lambda 1, summed, as the reference code), trained with
   `model.fit` on in-memory batches (as the runner trains), SGD momentum 0.9, with
   `jit_compile` False or True (TF: XLA; JAX: jit, False would run eagerly; torch:
   `torch.compile`). The configuration `keras_topo.experiments.fast_path` picks for a CPU is
-  marked "fast path".
+  marked "fast path". On torch the builders' `keras_topo.fast_layers` (zero-copy conv, fused
+  batch norm) are measured against Keras' own conv and batch norm in the same run
+  (`use_fused_kernels(False)`).
 
 A process warms up (compilation), then times `--rounds` fits of `--steps` steps of each model,
 alternating which model goes first; a step's time is the fit's wall time over its steps. Every
@@ -21,7 +27,7 @@ table gives medians over all of them: images/s and the ratios the issue asks for
 over native-torch plain throughput, topographic over plain step time).
 
     python benchmarks/bench_backends.py [--width 1] [--batch 64] [--steps 4] [--processes 2]
-        [--all-modes] [--backends native,tensorflow,torch,jax]
+        [--all-modes] [--backends native,reference,tensorflow,torch,jax]
 """
 
 import argparse
@@ -32,13 +38,16 @@ import subprocess
 import sys
 import time
 
-CONFIGS = (  # (label, backend, jit_compile)
-    ("native torch (eager)", "native", False),
-    ("keras-topo TF, no XLA", "tensorflow", False),
-    ("keras-topo TF, XLA", "tensorflow", True),
-    ("keras-topo JAX, jit", "jax", True),
-    ("keras-topo torch, eager", "torch", False),
-    ("keras-topo torch, torch.compile", "torch", True),
+BACKENDS = ("tensorflow", "jax", "torch")  # Keras' (the others are native torch)
+CONFIGS = (  # (label, backend, jit_compile, fused kernels)
+    ("native torch (eager)", "native", False, True),
+    ("native torch + reference-style loss (eager)", "reference", False, True),
+    ("keras-topo TF, no XLA", "tensorflow", False, True),
+    ("keras-topo TF, XLA", "tensorflow", True, True),
+    ("keras-topo JAX, jit", "jax", True, True),
+    ("keras-topo torch, eager", "torch", False, True),
+    ("keras-topo torch, eager, Keras' conv and batch norm", "torch", False, False),
+    ("keras-topo torch, torch.compile", "torch", True, True),
 )
 
 
@@ -80,12 +89,35 @@ def native_torch_resnet18(num_classes, width):
     return nn.Sequential(*layers)
 
 
-def _native_runner(args, x, y):
+def _reference_losses(net):
+    """Hooks the paper's five convs of `net`; returns the list their losses are appended to."""
+    import torch
+
+    from keras_topo import positions
+
+    convs = [net[0]] + [net[index].conv2 for index in (5, 7, 9, 11)]  # stem, stage ends
+    losses = []
+
+    def hook(conv, inputs, output):
+        channels = output.shape[1]
+        target = torch.as_tensor(positions.target_similarity(positions.grid(channels)))
+        flat = torch.nn.functional.normalize(output.flatten(2), dim=2, eps=1e-8)  # (B, C, HW)
+        similarity = flat @ flat.transpose(1, 2)  # (B, C, C)
+        pairs = torch.triu(torch.ones(channels, channels, dtype=torch.bool), 1)
+        losses.append(((similarity - target)[:, pairs] ** 2).mean())
+
+    for conv in convs:
+        conv.register_forward_hook(hook)
+    return losses
+
+
+def _native_runner(args, x, y, topographic=False):
     """`run(steps)` training the native torch ResNet-18 on the same batches."""
     import torch
 
     torch.manual_seed(0)
     net = native_torch_resnet18(10, args.width)
+    topographic_losses = _reference_losses(net) if topographic else []
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     batches = [
@@ -100,7 +132,10 @@ def _native_runner(args, x, y):
         for step in range(steps):
             images, labels = batches[step % len(batches)]
             optimizer.zero_grad()
-            loss_fn(net(images), labels).backward()
+            loss = loss_fn(net(images), labels)
+            loss = loss + sum(topographic_losses)
+            topographic_losses.clear()
+            loss.backward()
             optimizer.step()
 
     return run
@@ -111,6 +146,9 @@ def _keras_runner(args, x, y, topography):
     import keras
     from keras_topo.applications import ResNet18
 
+    from keras_topo import fast_layers
+
+    fast_layers.use_fused_kernels(bool(args.fused))
     keras.utils.set_random_seed(0)
     model = ResNet18(
         (32, 32, 3),
@@ -147,6 +185,8 @@ def child(args):
     y = rng.integers(0, 10, size=(args.steps * args.batch,))
     if args.backend == "native":
         runners = {"plain": _native_runner(args, x, y)}
+    elif args.backend == "reference":
+        runners = {"topographic": _native_runner(args, x, y, topographic=True)}
     else:
         runners = {
             kind: _keras_runner(args, x, y, topo)
@@ -171,24 +211,29 @@ def parent(args):
 
     fast_path.apply_environment()  # inherited by every child, native torch included
     configs = [
-        (label, backend, jit_compile)
-        for label, backend, jit_compile in CONFIGS
+        (label, backend, jit_compile, fused)
+        for label, backend, jit_compile, fused in CONFIGS
         if backend in args.backends.split(",")
-        and (args.all_modes or backend == "native" or _is_fast_path(backend, jit_compile))
+        and (
+            args.all_modes
+            or backend not in BACKENDS
+            or (_is_fast_path(backend, jit_compile) and (fused or backend == "torch"))
+        )
     ]
-    wall = {label: {} for label, _, _ in configs}
-    cpu = {label: {} for label, _, _ in configs}
+    wall = {label: {} for label, *_ in configs}
+    cpu = {label: {} for label, *_ in configs}
     for _ in range(args.processes):
-        for label, backend, jit_compile in configs:
+        for label, backend, jit_compile, fused in configs:
             command = [sys.executable, os.path.abspath(__file__), "--child"]
             command += [f"--backend={backend}", f"--jit-compile={int(jit_compile)}"]
+            command += [f"--fused={int(fused)}"]
             command += [
                 f"--{name}={getattr(args, name)}"
                 for name in ("width", "batch", "steps", "rounds", "warmup")
             ]
             start = time.perf_counter()
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            env["KERAS_BACKEND"] = "torch" if backend == "native" else backend
+            env["KERAS_BACKEND"] = "torch" if backend in ("native", "reference") else backend
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             print(f"# {label}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
             if done.returncode != 0:
@@ -201,30 +246,31 @@ def parent(args):
     median_cpu = {
         label: {k: statistics.median(v) for k, v in d.items()} for label, d in cpu.items()
     }
-    native = median[configs[0][0]]["plain"] if configs[0][1] == "native" else None
+    by_backend = {backend: median[label] for label, backend, *_ in configs}
+    native = by_backend.get("native", {}).get("plain")
+    reference = by_backend.get("reference", {}).get("topographic")
     print(
         f"ResNet-18 x{args.width}, batch {args.batch}, 32x32x3, SGD momentum; medians of "
         f"{args.processes} processes x {args.rounds} fits x {args.steps} steps per model.\n"
     )
     print(
         "| configuration | plain img/s | topographic img/s | topographic vs native-torch plain "
-        "| topographic / plain step (wall) | (CPU time) |"
+        "| topographic vs reference-style topographic | topographic / plain step (wall) "
+        "| (CPU time) |"
     )
-    print("|---|---|---|---|---|---|")
-    for label, backend, jit_compile in configs:
-        plain, topo = median[label]["plain"], median[label].get("topographic")
-        cells = [f"{args.batch / plain:.1f}"]
-        if topo is None:
-            cells += ["-", "-", "-", "-"]
-        else:
+    print("|---|---|---|---|---|---|---|")
+    for label, backend, jit_compile, fused in configs:
+        plain, topo = median[label].get("plain"), median[label].get("topographic")
+        cells = [f"{args.batch / plain:.1f}" if plain else "-"]
+        cells.append(f"{args.batch / topo:.1f}" if topo else "-")
+        cells.append(f"{native / topo:.2f}" if topo and native else "-")
+        cells.append(f"{reference / topo:.2f}" if topo and reference else "-")
+        if plain and topo:
             cpu_ratio = median_cpu[label]["topographic"] / median_cpu[label]["plain"]
-            cells += [
-                f"{args.batch / topo:.1f}",
-                f"{native / topo:.2f}" if native else "-",
-                f"{topo / plain:.3f}",
-                f"{cpu_ratio:.3f}",
-            ]
-        if backend != "native" and _is_fast_path(backend, jit_compile):
+            cells += [f"{topo / plain:.3f}", f"{cpu_ratio:.3f}"]
+        else:
+            cells += ["-", "-"]
+        if backend in BACKENDS and _is_fast_path(backend, jit_compile) and fused:
             label += " (fast path)"
         print(f"| {label} | " + " | ".join(cells) + " |")
 
@@ -243,13 +289,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="timed fits per model and process")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--processes", type=int, default=2, help="processes per configuration")
-    parser.add_argument("--backends", default="native,tensorflow,torch,jax")
+    parser.add_argument("--backends", default="native,reference,tensorflow,torch,jax")
     parser.add_argument(
         "--all-modes", action="store_true", help="also the non-fast-path jit_compile choices"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--jit-compile", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--fused", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     (child if args.child else parent)(args)
 

@@ -9,6 +9,7 @@ from keras_topo import applications, positions, pruning
 from keras_topo.conversion import make_topographic, strip_topography
 from keras_topo.experiments import recipe as _recipe  # noqa: F401 (registers TorchSGD for loading)
 from keras_topo.export import export_model
+from keras_topo.fast_layers import FastBatchNormalization, FastConv2D, FastConv3D
 from keras_topo.topographic_conv import TopographicConv1D, TopographicConv2D, TopographicConv3D
 from keras_topo.topographic_loss import topographic_loss
 from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
@@ -18,6 +19,9 @@ from keras_topo.topography import Topography
 __version__ = "0.2.0"
 
 __all__ = [
+    "FastBatchNormalization",
+    "FastConv2D",
+    "FastConv3D",
     "Topography",
     "TopographicConv1D",
     "TopographicConv2D",

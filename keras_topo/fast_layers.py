@@ -20,10 +20,17 @@ import keras
 
 # Torch's convolution function per spatial rank (Conv1D's call bypasses `convolution_op`).
 _TORCH_CONVOLUTIONS = {2: "conv2d", 3: "conv3d"}
+_fused_kernels = {"enabled": True}
 
 
-def _on_torch():
-    return keras.backend.backend() == "torch"
+def use_fused_kernels(enabled=True):
+    """Turns the fused kernels on (default) or off for every fast layer of this process: off,
+    each runs Keras' own code, e.g. to compare speed or to rule the kernels out of a bug."""
+    _fused_kernels["enabled"] = bool(enabled)
+
+
+def _fused():
+    return _fused_kernels["enabled"] and keras.backend.backend() == "torch"
 
 
 def _symmetric_padding(padding, spatial_shape, kernel_size, strides, dilation_rate):
@@ -52,7 +59,7 @@ class FastConvolutionMixin:
         padding = _symmetric_padding(
             self.padding, inputs.shape[1:-1], self.kernel_size, self.strides, self.dilation_rate
         )
-        if not _on_torch() or self.data_format != "channels_last" or padding is None:
+        if not _fused() or self.data_format != "channels_last" or padding is None:
             return super().convolution_op(inputs, kernel)
         import torch
 
@@ -98,7 +105,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
         if (
-            not _on_torch()
+            not _fused()
             or mask is not None
             or self.renorm
             or self.synchronized

@@ -183,3 +183,19 @@ def test_builders_train_on_torch_kernels_without_keras_conv_or_batch_norm(monkey
     history = model.fit(np.random.randn(4, 16, 16, 3), np.arange(4), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     model.predict(np.random.randn(2, 16, 16, 3), verbose=0)
+
+
+def test_fused_kernels_can_be_turned_off(monkeypatch):
+    calls = []
+    original = keras.src.ops.conv
+    monkeypatch.setattr("keras.src.ops.conv", lambda *a, **k: calls.append(1) or original(*a, **k))
+    layer = FastConv2D(3, 3, padding="same")
+    x = np.random.randn(1, 5, 5, 2).astype("float32")
+    try:
+        keras_topo.fast_layers.use_fused_kernels(False)
+        off = to_numpy(layer(x))
+    finally:
+        keras_topo.fast_layers.use_fused_kernels(True)
+    assert calls == [1]
+    np.testing.assert_allclose(to_numpy(layer(x)), off, atol=1e-5)
+    assert len(calls) == (1 if keras.backend.backend() == "torch" else 2)
