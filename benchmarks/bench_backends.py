@@ -19,12 +19,15 @@ Each configuration runs in its own process (its own `KERAS_BACKEND`):
   (`use_fused_kernels(False)`).
 
 A process warms up (compilation), then times `--rounds` fits of `--steps` steps of each model,
-alternating which model goes first; a step's time is the fit's wall time over its steps. Every
+alternating which model goes first. A step's time runs from one batch end to the next (a
+callback that reads the loss, so JAX's asynchronous dispatch is waited for): it includes the
+data fetch and excludes `fit`'s per-call setup, which `--steps` more batches would amortise
+in a real run. Native torch times each step alike. Every
 child inherits the fast path's process environment (`fast_path.ENVIRONMENT`:
 `OMP_WAIT_POLICY=PASSIVE`), native torch included; set the variable yourself to compare. The
 configurations' processes are themselves alternated `--processes` times (A B C A B C), and the
-table gives medians over all of them: images/s and the ratios the issue asks for (topographic
-over native-torch plain throughput, topographic over plain step time).
+table gives medians of the step times over all of them: images/s and the ratios the issue asks
+for (topographic over native-torch plain throughput, topographic over plain step time).
 
     python benchmarks/bench_backends.py [--width 1] [--batch 64] [--steps 4] [--processes 2]
         [--all-modes] [--backends native,reference,tensorflow,torch,jax]
@@ -112,7 +115,8 @@ def _reference_losses(net):
 
 
 def _native_runner(args, x, y, topographic=False):
-    """`run(steps)` training the native torch ResNet-18 on the same batches."""
+    """`run(steps)` training the native torch ResNet-18 on the same batches; returns each
+    step's (wall, CPU) seconds."""
     import torch
 
     torch.manual_seed(0)
@@ -129,7 +133,9 @@ def _native_runner(args, x, y, topographic=False):
     ]
 
     def run(steps):
+        times = []
         for step in range(steps):
+            start = time.perf_counter(), time.process_time()
             images, labels = batches[step % len(batches)]
             optimizer.zero_grad()
             loss = loss_fn(net(images), labels)
@@ -137,12 +143,37 @@ def _native_runner(args, x, y, topographic=False):
             topographic_losses.clear()
             loss.backward()
             optimizer.step()
+            times.append((time.perf_counter() - start[0], time.process_time() - start[1]))
+        return times
 
     return run
 
 
+class _StepTimes:
+    """A Keras callback keeping (wall, CPU) seconds between consecutive batch ends: a step
+    with its data fetch, without `fit`'s setup (its first batch only starts the clock)."""
+
+    def __init__(self):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(callback, batch, logs=None):
+                float(logs["loss"])  # waits for the step (JAX dispatches asynchronously)
+                self.marks.append((time.perf_counter(), time.process_time()))
+
+        self.callback = Callback()
+        self.marks = []
+
+    def steps(self):
+        pairs = zip(self.marks[:-1], self.marks[1:], strict=True)
+        times = [(end[0] - start[0], end[1] - start[1]) for start, end in pairs]
+        self.marks = []
+        return times
+
+
 def _keras_runner(args, x, y, topography):
-    """`run(steps)` fitting keras-topo's ResNet-18 for `steps` batches."""
+    """`run(steps)` fitting keras-topo's ResNet-18 for `steps` + 1 batches; returns each
+    step's (wall, CPU) seconds after the first."""
     import keras
     from keras_topo.applications import ResNet18
 
@@ -163,15 +194,19 @@ def _keras_runner(args, x, y, topography):
         jit_compile=bool(args.jit_compile),
     )
 
+    timer = _StepTimes()
+
     def run(steps):
         model.fit(
-            x[: steps * args.batch],
-            y[: steps * args.batch],
+            x[: (steps + 1) * args.batch],
+            y[: (steps + 1) * args.batch],
             batch_size=args.batch,
             epochs=1,
             shuffle=False,
             verbose=0,
+            callbacks=[timer.callback],
         )
+        return timer.steps()
 
     return run
 
@@ -181,8 +216,8 @@ def child(args):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.steps * args.batch, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, size=(args.steps * args.batch,))
+    x = rng.normal(size=((args.steps + 1) * args.batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=((args.steps + 1) * args.batch,))
     if args.backend == "native":
         runners = {"plain": _native_runner(args, x, y)}
     elif args.backend == "reference":
@@ -199,10 +234,9 @@ def child(args):
     for index in range(args.rounds):
         order = list(runners) if index % 2 == 0 else list(runners)[::-1]
         for kind in order:
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            runners[kind](args.steps)
-            wall[kind].append((time.perf_counter() - start_wall) / args.steps)
-            cpu[kind].append((time.process_time() - start_cpu) / args.steps)
+            for step_wall, step_cpu in runners[kind](args.steps):
+                wall[kind].append(step_wall)
+                cpu[kind].append(step_cpu)
     print(json.dumps({"wall": wall, "cpu": cpu}))
 
 

@@ -6,7 +6,7 @@
 # First: importing it sets the fast path's environment (OMP_WAIT_POLICY) before Keras loads torch.
 import keras_topo.experiments.fast_path  # noqa: F401
 from keras_topo import applications, positions, pruning
-from keras_topo.conversion import make_topographic, strip_topography
+from keras_topo.conversion import make_topographic, strip_topography, use_fast_layers
 from keras_topo.experiments import recipe as _recipe  # noqa: F401 (registers TorchSGD for loading)
 from keras_topo.export import export_model
 from keras_topo.fast_layers import FastBatchNormalization, FastConv2D, FastConv3D
@@ -36,5 +36,6 @@ __all__ = [
     "strip_topography",
     "topographic_layers",
     "topographic_loss",
+    "use_fast_layers",
     "__version__",
 ]

@@ -1,8 +1,8 @@
-"""`make_topographic` and `strip_topography`: to a topographic model and back, weights kept."""
+"""`make_topographic`, `strip_topography` and `use_fast_layers`: model copies, weights kept."""
 
 import keras
 
-from keras_topo.fast_layers import KERAS_CLASSES
+from keras_topo.fast_layers import FAST_CLASSES, KERAS_CLASSES
 from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
 from keras_topo.topographic_conv import PLAIN_CLASSES, TOPOGRAPHIC_CLASSES
 from keras_topo.topographic_regularizer import TopographicRegularizer
@@ -76,6 +76,19 @@ def strip_topography(model):
             if isinstance(getattr(layer, key, None), TopographicRegularizer):
                 config[key] = None
         return layer.__class__.from_config(config)
+
+    return _clone_with_weights(model, clone_layer)
+
+
+def use_fast_layers(model):
+    """A copy of a Sequential or functional model (nested models included) whose Keras
+    `Conv2D`, `Conv3D` and `BatchNormalization` layers are `keras_topo.fast_layers`' (torch's
+    zero-copy convolution and fused batch norm): same weights and outputs, faster training on
+    the torch backend. `strip_topography` turns them back."""
+    _check_cloneable(model, "use_fast_layers")
+
+    def clone_layer(layer):
+        return FAST_CLASSES.get(type(layer), layer.__class__).from_config(layer.get_config())
 
     return _clone_with_weights(model, clone_layer)
 

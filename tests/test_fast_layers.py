@@ -165,6 +165,29 @@ def test_make_topographic_converts_fast_convolutions():
     assert isinstance(topo.get_layer("stem_conv"), keras_topo.TopographicConv2D)
 
 
+def test_use_fast_layers_swaps_a_users_layers_with_weights_and_outputs_kept():
+    inner = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.ReLU()])
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(6, 3, strides=2)(inputs))
+    x = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(inner(x)))
+    model = keras.Model(inputs, x)
+    fast = keras_topo.use_fast_layers(model)
+    kinds = [type(layer) for layer in keras_topo.layer_selection.walk_layers(fast)]
+    assert kinds.count(FastConv2D) == 2 and FastBatchNormalization in kinds
+    assert keras.layers.Dense in kinds and keras.layers.Conv2D not in kinds
+    data = np.random.randn(4, 8, 8, 3).astype("float32")
+    for training in (False, True):
+        np.testing.assert_allclose(
+            to_numpy(fast(data, training=training)),
+            to_numpy(model(data, training=training)),
+            atol=1e-5,
+        )
+    back = keras_topo.strip_topography(fast)
+    assert keras.layers.Conv2D in [
+        type(layer) for layer in keras_topo.layer_selection.walk_layers(back)
+    ]
+
+
 def _saved(model, tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)

@@ -19,6 +19,11 @@ each measured on a 2-core CPU (ResNet-18, batch 32-64, 32x32):
   0.19 s passive against 1.9-7.4 s spinning). OpenMP reads it once, when torch is loaded, so
   this module sets it (unless already set) when imported, and `keras_topo` imports it before
   Keras imports its backend.
+- torch, in the model: the builders' convs and batch norms are `keras_topo.fast_layers`
+  (`FastConv2D`, `FastBatchNormalization`, and the topographic convs): torch's convolution on
+  a channels_last view instead of Keras' two layout copies, and torch's fused batch norm
+  instead of Keras' ~10 element-wise ops. Keras' own layers in a user's model are left as
+  they are.
 
 This module imports Keras only inside its functions, so that `keras_topo` can import it first.
 """
