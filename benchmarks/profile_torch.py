@@ -7,7 +7,11 @@ plain or `--topography grid`) and of the same network written in native PyTorch
 convolutions (forward + backward), layout copies (`aten::copy_`: Keras' NHWC <-> NCHW
 transposes), batch norm, and element-wise arithmetic.
 
+The builders' layers run `keras_topo.fast_layers`' kernels; `--keras-kernels` profiles Keras'
+own conv and batch norm instead.
+
     KERAS_BACKEND=torch python benchmarks/profile_torch.py [--width 1] [--batch 64] [--steps 2]
+        [--topography grid] [--keras-kernels]
 """
 
 import argparse
@@ -68,6 +72,11 @@ def main():
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--topography", default=None, help="e.g. grid (default: plain)")
     parser.add_argument("--rows", type=int, default=15, help="rows of each key_averages table")
+    parser.add_argument(
+        "--keras-kernels",
+        action="store_true",
+        help="Keras' own conv and batch norm instead of keras_topo.fast_layers' fused kernels",
+    )
     args = parser.parse_args()
 
     import keras
@@ -75,6 +84,10 @@ def main():
     import torch
     from bench_backends import native_torch_resnet18
     from keras_topo.applications import ResNet18
+
+    from keras_topo import fast_layers
+
+    fast_layers.use_fused_kernels(not args.keras_kernels)
 
     if keras.backend.backend() != "torch":
         sys.exit("Run with KERAS_BACKEND=torch.")
@@ -103,7 +116,7 @@ def main():
             torch.nn.functional.cross_entropy(net(images), labels).backward()
             optimizer.step()
 
-    kind = args.topography or "plain"
+    kind = (args.topography or "plain") + (", Keras' kernels" if args.keras_kernels else "")
     keras_time = profile(run_keras, args.steps, f"keras-topo ({kind}), torch backend", args.rows)
     native_time = profile(run_native, args.steps, "native PyTorch (plain)", args.rows)
     print(f"keras-topo / native self CPU time per step: {keras_time / native_time:.2f}")

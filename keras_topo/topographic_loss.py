@@ -15,8 +15,12 @@ smaller Gram matrix:
 Numerics: the loss is finite and exact for any finite float32 input (up to ~3.4e38), for
 float16/bfloat16 outputs (accumulated in float32), and for all-zero channels. Ordinary outputs
 go in unchanged. Only when a channel's sum of squares overflows (|y| above ~1e19) does a
-`cond` first divide each channel by its largest magnitude (cosines do not depend on it); the
-check costs one pass over `y` without gradient.
+`cond` recompute from each channel divided by its largest magnitude (cosines do not depend on
+it); the check reads the sums of squares each form computes anyway.
+
+Speed: each Gram matrix is differentiated with one matmul instead of two (`_gram`), which cut
+the loss's forward + backward time by 17-21 % at ResNet-18's five layers
+(`benchmarks/bench_topographic_loss.py`).
 """
 
 import numpy as np
@@ -57,17 +61,11 @@ def topographic_loss(
     y = ops.reshape(y, (ops.shape(y)[0], -1, channels))  # (B, HW, C)
     pixels = y.shape[1]
     target_t = ops.convert_to_tensor(target, "float32")
-    squares = ops.sum(ops.square(ops.stop_gradient(y)), axis=1)  # (B, C), for the check only
-    y, floor_sq = ops.cond(
-        ops.all(ops.isfinite(squares)),
-        lambda: (y, ops.full_like(squares, EPS)),
-        lambda: _rescaled(y),
-    )
     if pixels is None or channels <= pixels:
         # Normalising the (B, C, C) Gram is cheaper than normalising the (B, HW, C) input.
-        total = _direct_sum(y, floor_sq, target_t)
+        total = _direct_sum(y, target_t)
     else:
-        total = _identity_sum(y, floor_sq, target_t, target)
+        total = _identity_sum(y, target_t, target)
     batch = ops.cast(ops.shape(y)[0], "float32")
     return total / (batch * channels * (channels - 1) / 2)
 
@@ -75,6 +73,8 @@ def topographic_loss(
 # Norms are clamped at sqrt(eps): the same as the eps on the norms' product whenever both exceed
 # 1e-4, and an all-zero channel gets S_ij = 0. The clamp sits inside the sqrt so that a zero
 # channel's gradient is finite, not 0 * inf. `floor_sq` is the squared clamp, eps or `(B, C)`.
+# Each form checks the per-channel sums of squares it needs anyway and only on overflow (a
+# `cond`) recomputes them from `_rescaled(y)`.
 
 
 def _rescaled(y):
@@ -88,24 +88,54 @@ def _rescaled(y):
     return y / scale, EPS / ops.square(scale[:, 0])
 
 
-def _direct_sum(y, floor_sq, target):
-    """Sum over samples and pairs i < j of `(S - T)_ij^2` from the `(B, C, C)` Gram."""
-    gram = ops.einsum("bpi,bpj->bij", y, y)
+def _gram(equation, a):
+    """`einsum(equation, a, a)` with one matmul in the backward pass instead of two.
+
+    The first operand counts twice for the gradient (`2a - stop_gradient(a)` has the value of
+    `a`) and the second not at all. That equals the full gradient whenever the loss's
+    gradient with respect to the Gram matrix is symmetric, as for every use here.
+    """
+    return ops.einsum(equation, 2.0 * a - ops.stop_gradient(a), ops.stop_gradient(a))
+
+
+def _direct_sum(y, target):
+    """Sum over samples and pairs i < j of `(S - T)_ij^2` from the `(B, C, C)` Gram, taken as
+    half the sum over i != j so that its gradient is symmetric."""
+
+    def gram_and_floor(y, floor_sq):
+        return _gram("bpi,bpj->bij", y), floor_sq
+
+    gram = _gram("bpi,bpj->bij", y)
+    squares = ops.diagonal(gram, axis1=1, axis2=2)  # (B, C); |G_ij| <= max(G_ii, G_jj)
+    gram, floor_sq = ops.cond(
+        ops.all(ops.isfinite(squares)),
+        lambda: (gram, ops.full_like(squares, EPS)),
+        lambda: gram_and_floor(*_rescaled(y)),
+    )
     norms = ops.sqrt(ops.maximum(ops.diagonal(gram, axis1=1, axis2=2), floor_sq))  # (B, C)
     sim = gram / (norms[:, :, None] * norms[:, None, :])
     channels = target.shape[0]
-    upper = ops.convert_to_tensor(np.triu(np.ones((channels, channels)), 1), "float32")
-    return ops.sum(upper * ops.square(sim - target))
+    off_diagonal = ops.convert_to_tensor(1.0 - np.eye(channels), "float32")
+    return 0.5 * ops.sum(off_diagonal * ops.square(sim - target))
 
 
-def _identity_sum(y, floor_sq, target, target_np):
+def _identity_sum(y, target, target_np):
     """The same sum from the `(B, HW, HW)` Gram identities (no `(B, C, C)` tensor)."""
-    squares = ops.sum(ops.square(y), axis=1)
+
+    def with_squares(y, floor_sq):
+        return y, ops.sum(ops.square(y), axis=1), floor_sq
+
+    squares = ops.sum(ops.square(y), axis=1)  # (B, C)
+    y, squares, floor_sq = ops.cond(
+        ops.all(ops.isfinite(squares)),
+        lambda: (y, squares, ops.full_like(squares, EPS)),
+        lambda: with_squares(*_rescaled(y)),
+    )
     y_hat = y / ops.sqrt(ops.maximum(squares, floor_sq))[:, None, :]  # unit-norm channels
-    gram = ops.einsum("bpc,bqc->bpq", y_hat, y_hat)  # (B, HW, HW)
+    gram = _gram("bpc,bqc->bpq", y_hat)  # (B, HW, HW)
     sim_sq = ops.sum(ops.square(gram))
     flat = ops.reshape(y_hat, (-1, target.shape[0]))
-    sim_dot_target = ops.sum(ops.matmul(ops.transpose(flat), flat) * target)
+    sim_dot_target = ops.sum(_gram("nc,nd->cd", flat) * target)
     diag = ops.sum(ops.square(ops.sum(ops.square(y_hat), axis=1) - 1.0))
     target_sq = float(np.sum(np.square(target_np, dtype="float64")))
     batch = ops.cast(ops.shape(y)[0], "float32")

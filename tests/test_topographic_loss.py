@@ -92,6 +92,24 @@ def loss_and_gradient(y, **kwargs):
     return float(loss.detach()), y.grad.numpy()
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 3, 4), (2, 2, 2, 6)])  # direct; Gram identities
+def test_gradient_equals_finite_differences_of_the_per_pair_loop(shape):
+    """The one-matmul Gram gradient against central differences of the float64 loop."""
+    y = np.random.randn(*shape).astype("float32")
+    pos = positions.grid(shape[-1])
+    _, grad = loss_and_gradient(y, positions=pos)
+    expected = np.zeros(y.size)
+    step = 1e-5
+    for index in range(y.size):
+        delta = np.zeros(y.size)
+        delta[index] = step
+        delta = delta.reshape(shape)
+        up = reference_loss(y.astype("float64") + delta, pos)
+        down = reference_loss(y.astype("float64") - delta, pos)
+        expected[index] = (up - down) / (2 * step)
+    np.testing.assert_allclose(grad.ravel(), expected, rtol=2e-3, atol=2e-5)
+
+
 @pytest.mark.parametrize("shape", [(2, 4, 4, 6), (2, 2, 2, 10)])
 @pytest.mark.parametrize("magnitude", [1e19, 3e38])
 def test_huge_outputs_give_the_scale_free_loss(shape, magnitude):
