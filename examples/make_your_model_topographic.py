@@ -24,6 +24,9 @@ model = keras.Model(inputs, keras.layers.Dense(10)(x))
 
 # 2. A topographic copy: both convs swapped, weights kept, loss = CE + lambda * mean(L_topo).
 topo = keras_topo.make_topographic(model, topography="grid", weight=1.0, reduction="mean")
+# Optional: torch's fused conv and batch-norm kernels (faster on the torch backend, Keras' own
+# code on the others; same weights and outputs).
+topo = keras_topo.use_fast_layers(topo)
 
 # 3. Plain compile/fit; the logger puts each layer's topographic loss in the history.
 digits = load_digits()

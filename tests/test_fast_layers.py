@@ -182,6 +182,10 @@ def test_use_fast_layers_swaps_a_users_layers_with_weights_and_outputs_kept():
             to_numpy(model(data, training=training)),
             atol=1e-5,
         )
+    topographic = keras_topo.use_fast_layers(keras_topo.make_topographic(model))
+    assert len(keras_topo.topographic_layers(topographic)) == 2
+    topographic(data, training=True)
+    assert len(topographic.losses) == 2
     back = keras_topo.strip_topography(fast)
     assert keras.layers.Conv2D in [
         type(layer) for layer in keras_topo.layer_selection.walk_layers(back)
