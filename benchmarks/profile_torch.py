@@ -17,6 +17,7 @@ own conv and batch norm instead.
 import argparse
 import os
 import sys
+import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,11 +52,18 @@ def profile(run, steps, title, rows):
     from torch.profiler import profile as torch_profile
 
     run(2)  # warm-up
+    start = time.perf_counter()
+    run(steps)
+    wall = (time.perf_counter() - start) / steps
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         run(steps)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"## {title}: {total / 1e6 / steps:.3f} s self CPU time per step\n")
+    print(
+        f"## {title}: {total / 1e6 / steps:.3f} s self CPU time in torch ops per step; "
+        f"{wall:.3f} s wall per step unprofiled, so {wall - total / 1e6 / steps:.3f} s "
+        "outside torch ops (Python, framework, waiting)\n"
+    )
     print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
     summary = {}
     for kind, names in KINDS.items():
