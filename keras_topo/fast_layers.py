@@ -56,10 +56,12 @@ class FastConvolutionMixin:
     """Replaces Keras' torch convolution by one on a channels_last view of the input."""
 
     def convolution_op(self, inputs, kernel):
-        padding = _symmetric_padding(
+        if not _fused() or self.data_format != "channels_last":
+            return super().convolution_op(inputs, kernel)
+        padding = _symmetric_padding(  # torch tensors have every dimension known
             self.padding, inputs.shape[1:-1], self.kernel_size, self.strides, self.dilation_rate
         )
-        if not _fused() or self.data_format != "channels_last" or padding is None:
+        if padding is None:
             return super().convolution_op(inputs, kernel)
         import torch
 

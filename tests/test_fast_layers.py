@@ -86,6 +86,15 @@ def test_fast_conv2d_equals_keras(filters, kernel_size, kwargs):
     assert_same_as_keras(fast, plain, x)
 
 
+def test_fast_layers_take_inputs_of_any_size():
+    inputs = keras.Input((None, None, 3))
+    x = FastBatchNormalization()(FastConv2D(4, 3, strides=2, padding="same")(inputs))
+    model = keras.Model(inputs, x)
+    for size in (7, 8):
+        y = model(np.random.randn(2, size, size, 3).astype("float32"), training=True)
+        assert tuple(y.shape) == (2, (size + 1) // 2, (size + 1) // 2, 4)
+
+
 def test_fast_conv3d_equals_keras():
     x = np.random.randn(2, 5, 6, 4, 3).astype("float32")
     assert_same_as_keras(
