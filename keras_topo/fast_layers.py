@@ -13,7 +13,8 @@ named as the Keras layer it extends, which is how Keras' weights files address l
 outputs and moving statistics (equal to 1e-5, tested on every backend), pruning and export.
 `strip_topography` turns them back into Keras' own classes. Hand-written because Keras has no
 fused path on torch; the kernels are torch's own (`torch.nn.functional.conv2d`,
-`torch.native_batch_norm`). The builders use them.
+`torch.native_batch_norm`). The builders use them; `keras_topo.use_fast_layers(model)` swaps
+them into a user's functional or Sequential model.
 """
 
 import keras
