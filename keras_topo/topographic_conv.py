@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_topo import loss_recording, objectives
-from keras_topo.fast_layers import FastConv2D, FastConv3D, FastConvolutionMixin
+from keras_topo.fast_layers import FAST_CLASSES, FastConvolutionMixin
 from keras_topo.topography import Topography
 
 # Old flat keyword arguments, folded into the `Topography` (configs saved before round 2).
@@ -127,6 +127,12 @@ PLAIN_CLASSES = {
     TopographicConv2D: keras.layers.Conv2D,
     TopographicConv3D: keras.layers.Conv3D,
 }
-# The classes `make_topographic` converts: Keras' and keras_topo's fast ones.
+# The classes `make_topographic` converts: Keras' and their fast twins (`FAST_CLASSES`).
 TOPOGRAPHIC_CLASSES = {plain: topo for topo, plain in PLAIN_CLASSES.items()}
-TOPOGRAPHIC_CLASSES.update({FastConv2D: TopographicConv2D, FastConv3D: TopographicConv3D})
+TOPOGRAPHIC_CLASSES.update(
+    {
+        fast: TOPOGRAPHIC_CLASSES[plain]
+        for plain, fast in FAST_CLASSES.items()
+        if plain in TOPOGRAPHIC_CLASSES
+    }
+)
