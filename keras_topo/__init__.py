@@ -18,6 +18,27 @@ from keras_topo.topography import Topography
 
 __version__ = "0.2.0"
 
+# Public submodules reached as attributes after `import keras_topo`, imported on first use
+# (some are heavy: tf.data pipelines, the runner, matplotlib figures).
+_LAZY_SUBMODULES = (
+    "data",
+    "distribute",
+    "experiments",
+    "figures",
+    "loss_recording",
+    "metrics",
+    "objectives",
+)
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "FastBatchNormalization",
     "FastConv2D",

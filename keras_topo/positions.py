@@ -1,7 +1,7 @@
 """Channel positions: where each output channel of a topographic layer sits.
 
 Every scheme returns a float32 array of shape `(n, dimension)`. The coordinates equal those
-of the paper's reference implementation (formulas in DESIGN.md section 1).
+of the paper's reference implementation (`tests/test_positions.py` checks them against it).
 """
 
 import math

@@ -22,8 +22,8 @@ class TopographicRegularizer(keras.regularizers.Regularizer):
         topography: a `keras_topo.Topography`, a scheme name or explicit positions; None:
             `Topography()`.
         weight: the factor on the loss; None: `topography.weight`.
-        dimension, distance, nested_factor, objective, shrink_factor: shortcuts that replace
-            the corresponding fields of `topography`.
+        **changes: `dimension`, `distance`, `nested_factor`, `objective`, `shrink_factor`:
+            shortcuts that replace the corresponding fields of `topography`.
     """
 
     def __init__(self, topography=None, weight=None, **changes):

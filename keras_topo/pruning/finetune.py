@@ -47,8 +47,10 @@ def finetune(
             `keras_topo.strip_topography(model)` (a plain copy) instead.
         validation_data: passed to `fit`.
         steps_per_epoch: batches per epoch when `train_data` has no length.
-        momentum, weight_decay, weight_decay_mode, warmup_fraction: as
-            `keras_topo.experiments.recipe.make_optimizer`.
+        momentum: as `keras_topo.experiments.recipe.make_optimizer`.
+        weight_decay: as `keras_topo.experiments.recipe.make_optimizer`.
+        weight_decay_mode: as `keras_topo.experiments.recipe.make_optimizer`.
+        warmup_fraction: as `keras_topo.experiments.recipe.make_optimizer`.
         loss: default `SparseCategoricalCrossentropy(from_logits=True)`.
 
     Returns:
