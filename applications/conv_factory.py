@@ -40,7 +40,7 @@ class ConvFactory:
         settings = Topography.coerce(topography, **settings)
         self.topography = None if topography is None else settings
         self.conv_init_mode = conv_init_mode
-        self._selector = _selector(
+        self._selector = name_selector(
             paper_layers if topographic_layers is None else topographic_layers
         )
         self._requested = (
@@ -115,7 +115,7 @@ def _is_name_list(value):
     return isinstance(value, (list, tuple, set, frozenset))
 
 
-def _selector(layers):
+def name_selector(layers):
     if isinstance(layers, str):
         if layers != "all":
             raise ValueError(

@@ -9,6 +9,26 @@ BLOCK_LAYERS = (6, 12, 24, 16)
 GROWTH_RATE = 32
 BN_SIZE = 4
 INIT_FEATURES = 64
+# The convs the paper made topographic: the stem and the 3x3 conv of each block's last layer.
+PAPER_LAYERS = ("stem_conv",) + tuple(
+    f"denseblock{b}_layer{n}_conv2" for b, n in enumerate(BLOCK_LAYERS, start=1)
+)
+
+
+def conv_widths(width_multiplier=1.0):
+    """`{conv name: filters}` of every conv, in graph order: the architecture as data."""
+    growth = builder_utils.scaled(GROWTH_RATE, width_multiplier)
+    widths = {"stem_conv": builder_utils.scaled(INIT_FEATURES, width_multiplier)}
+    channels = widths["stem_conv"]  # of the concatenated feature map
+    for b, layers in enumerate(BLOCK_LAYERS, start=1):
+        for n in range(1, layers + 1):
+            widths[f"denseblock{b}_layer{n}_conv1"] = BN_SIZE * growth
+            widths[f"denseblock{b}_layer{n}_conv2"] = growth
+            channels += growth
+        if b < len(BLOCK_LAYERS):
+            channels //= 2
+            widths[f"transition{b}_conv"] = channels
+    return widths
 
 
 def DenseNet121(
@@ -50,19 +70,16 @@ def DenseNet121(
     input_shape = builder_utils.check_inputs(
         input_shape, num_classes, width_multiplier, min_size=2 ** len(BLOCK_LAYERS)
     )
-    paper_layers = ["stem_conv"] + [
-        f"denseblock{b}_layer{n}_conv2" for b, n in enumerate(BLOCK_LAYERS, start=1)
-    ]
+    widths = conv_widths(width_multiplier)
     factory = ConvFactory(
         topography,
         topography_settings,
         topographic_layers,
-        paper_layers,
+        PAPER_LAYERS,
         conv_init_mode="fan_in",
     )
-    growth = builder_utils.scaled(GROWTH_RATE, width_multiplier)
     inputs = keras.Input(input_shape, name="input")
-    x = factory.conv(inputs, builder_utils.scaled(INIT_FEATURES, width_multiplier), 3, "stem_conv")
+    x = factory.conv(inputs, widths["stem_conv"], 3, "stem_conv")
     x = factory.batch_norm(x, "stem_bn")
     x = keras.layers.ReLU(name="stem_relu")(x)
     # torch pads the max-pool with -inf; zeros are equivalent here because the input is
@@ -71,9 +88,9 @@ def DenseNet121(
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     for b, layers in enumerate(BLOCK_LAYERS, start=1):
         for n in range(1, layers + 1):
-            x = _dense_layer(factory, x, growth, f"denseblock{b}_layer{n}")
+            x = _dense_layer(factory, x, widths, f"denseblock{b}_layer{n}")
         if b < len(BLOCK_LAYERS):
-            x = _transition(factory, x, x.shape[-1] // 2, f"transition{b}")
+            x = _transition(factory, x, widths, f"transition{b}")
     x = factory.batch_norm(x, "final_bn")
     x = keras.layers.ReLU(name="final_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -83,20 +100,20 @@ def DenseNet121(
     return builder_utils.finish(inputs, outputs, factory, weights, name)
 
 
-def _dense_layer(factory, x, growth, prefix):
+def _dense_layer(factory, x, widths, prefix):
     """BN-ReLU-conv1x1 (4 x growth) - BN-ReLU-conv3x3 (growth), concatenated to the input."""
     y = factory.batch_norm(x, f"{prefix}_bn1")
     y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
-    y = factory.conv(y, BN_SIZE * growth, 1, f"{prefix}_conv1")
+    y = factory.conv(y, widths[f"{prefix}_conv1"], 1, f"{prefix}_conv1")
     y = factory.batch_norm(y, f"{prefix}_bn2")
     y = keras.layers.ReLU(name=f"{prefix}_relu2")(y)
-    y = factory.conv(y, growth, 3, f"{prefix}_conv2")
+    y = factory.conv(y, widths[f"{prefix}_conv2"], 3, f"{prefix}_conv2")
     return keras.layers.Concatenate(name=f"{prefix}_concat")([x, y])
 
 
-def _transition(factory, x, width, prefix):
-    """BN-ReLU-conv1x1 (`width`) - average pool 2x2 stride 2."""
+def _transition(factory, x, widths, prefix):
+    """BN-ReLU-conv1x1 (half the channels) - average pool 2x2 stride 2."""
     x = factory.batch_norm(x, f"{prefix}_bn")
     x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
-    x = factory.conv(x, width, 1, f"{prefix}_conv")
+    x = factory.conv(x, widths[f"{prefix}_conv"], 1, f"{prefix}_conv")
     return keras.layers.AveragePooling2D(2, strides=2, name=f"{prefix}_pool")(x)

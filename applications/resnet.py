@@ -7,6 +7,31 @@ from .conv_factory import ConvFactory
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2
+STEM_WIDTH = 64
+# The convs the paper made topographic: the stem and each stage's last conv.
+PAPER_LAYERS = ("stem_conv",) + tuple(
+    f"stage{s}_block{BLOCKS_PER_STAGE}_conv2" for s in range(1, len(STAGE_WIDTHS) + 1)
+)
+
+
+def conv_widths(width_multiplier=1.0):
+    """`{conv name: filters}` of every conv, in graph order: the architecture as data."""
+    widths = {"stem_conv": builder_utils.scaled(STEM_WIDTH, width_multiplier)}
+    previous = widths["stem_conv"]
+    for s, stage_width in enumerate(STAGE_WIDTHS, start=1):
+        width = builder_utils.scaled(stage_width, width_multiplier)
+        for b in range(1, BLOCKS_PER_STAGE + 1):
+            prefix = f"stage{s}_block{b}"
+            widths[f"{prefix}_conv1"] = widths[f"{prefix}_conv2"] = width
+            if _block_strides(s, b) != 1 or previous != width:
+                widths[f"{prefix}_downsample_conv"] = width
+            previous = width
+    return widths
+
+
+def _block_strides(stage, block):
+    """Each stage after the first halves the map in its first block."""
+    return 2 if stage > 1 and block == 1 else 1
 
 
 def ResNet18(
@@ -57,48 +82,40 @@ def ResNet18(
         A `keras.Model` mapping `(B, H, W, C)` inputs to `(B, num_classes)` logits.
     """
     input_shape = builder_utils.check_inputs(input_shape, num_classes, width_multiplier)
-    paper_layers = ["stem_conv"] + [
-        f"stage{s}_block{BLOCKS_PER_STAGE}_conv2" for s in range(1, len(STAGE_WIDTHS) + 1)
-    ]
+    widths = conv_widths(width_multiplier)
     factory = ConvFactory(
         topography,
         topography_settings,
         topographic_layers,
-        paper_layers,
+        PAPER_LAYERS,
         conv_init_mode="fan_out",
     )
     inputs = keras.Input(input_shape, name="input")
-    x = factory.conv(inputs, builder_utils.scaled(64, width_multiplier), 3, "stem_conv")
+    x = factory.conv(inputs, widths["stem_conv"], 3, "stem_conv")
     x = factory.batch_norm(x, "stem_bn")
     x = keras.layers.ReLU(name="stem_relu")(x)
     # torch pads the max-pool with -inf; zeros are equivalent here because the input is
     # post-ReLU (>= 0) and every window holds at least one real value.
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
-    for s, width in enumerate(STAGE_WIDTHS, start=1):
+    for s in range(1, len(STAGE_WIDTHS) + 1):
         for b in range(1, BLOCKS_PER_STAGE + 1):
-            strides = 2 if s > 1 and b == 1 else 1
-            x = _basic_block(
-                factory,
-                x,
-                builder_utils.scaled(width, width_multiplier),
-                strides,
-                f"stage{s}_block{b}",
-            )
+            x = _basic_block(factory, x, widths, _block_strides(s, b), f"stage{s}_block{b}")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = builder_utils.torch_linear(num_classes, x.shape[-1], "classifier")(x)
     return builder_utils.finish(inputs, outputs, factory, weights, name)
 
 
-def _basic_block(factory, x, width, strides, prefix):
+def _basic_block(factory, x, widths, strides, prefix):
     """torchvision's `BasicBlock`: conv3x3-bn-relu-conv3x3-bn, + shortcut, relu."""
     shortcut = x
-    y = factory.conv(x, width, 3, f"{prefix}_conv1", strides=strides)
+    y = factory.conv(x, widths[f"{prefix}_conv1"], 3, f"{prefix}_conv1", strides=strides)
     y = factory.batch_norm(y, f"{prefix}_bn1")
     y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
-    y = factory.conv(y, width, 3, f"{prefix}_conv2")
+    y = factory.conv(y, widths[f"{prefix}_conv2"], 3, f"{prefix}_conv2")
     y = factory.batch_norm(y, f"{prefix}_bn2")
-    if strides != 1 or x.shape[-1] != width:
+    if f"{prefix}_downsample_conv" in widths:
+        width = widths[f"{prefix}_downsample_conv"]
         shortcut = factory.conv(x, width, 1, f"{prefix}_downsample_conv", strides=strides)
         shortcut = factory.batch_norm(shortcut, f"{prefix}_downsample_bn")
     y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])

@@ -11,6 +11,16 @@ BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 POOLED_SIZE = 7
 HIDDEN_UNITS = 4096
 DROPOUT = 0.5
+PAPER_LAYERS = "all"  # the paper's VGG: every conv is topographic
+
+
+def conv_widths(width_multiplier=1.0):
+    """`{conv name: filters}` of every conv, in graph order: the architecture as data."""
+    return {
+        f"block{b}_conv{i}": builder_utils.scaled(width, width_multiplier)
+        for b, (convs, width) in enumerate(BLOCKS, start=1)
+        for i in range(1, convs + 1)
+    }
 
 
 def VGG16(
@@ -53,20 +63,16 @@ def VGG16(
         topography,
         topography_settings,
         topographic_layers,
-        paper_layers="all",
+        paper_layers=PAPER_LAYERS,
         conv_init_mode="fan_out",
     )
+    widths = conv_widths(width_multiplier)
     inputs = keras.Input(input_shape, name="input")
     x = inputs
-    for b, (convs, width) in enumerate(BLOCKS, start=1):
+    for b, (convs, _) in enumerate(BLOCKS, start=1):
         for i in range(1, convs + 1):
-            x = factory.conv(
-                x,
-                builder_utils.scaled(width, width_multiplier),
-                3,
-                f"block{b}_conv{i}",
-                use_bias=True,
-            )
+            name = f"block{b}_conv{i}"
+            x = factory.conv(x, widths[name], 3, name, use_bias=True)
             x = factory.batch_norm(x, f"block{b}_bn{i}")
             x = keras.layers.ReLU(name=f"block{b}_relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)

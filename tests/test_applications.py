@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras_topo.applications import VGG16, DenseNet121, ResNet18
 
+import keras_topo
 from keras_topo import TopographicConv2D, topographic_loss
 from keras_topo.loss_recording import recording
 
@@ -307,3 +308,36 @@ def test_initialisation_follows_torchvision():
     kernel = keras.ops.convert_to_numpy(dense.get_layer("denseblock3_layer5_conv1").kernel)
     fan_in = np.prod(kernel.shape[:3])
     assert kernel.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "densenet121"])
+@pytest.mark.parametrize("layers", [None, "all"])
+def test_layer_specs_equal_the_built_models_topographic_layers(name, layers):
+    """The architecture as data agrees with the model the builder wires: names, order,
+    filters and positions of every topographic layer, and the widths of every conv."""
+    from keras_topo.applications import ARCHITECTURES, topographic_layer_specs
+
+    settings = keras_topo.Topography("nested", dimension=3)
+    model = ARCHITECTURES[name].build(
+        SMALL_SHAPE[ARCHITECTURES[name].build],
+        topography=settings,
+        topographic_layers=layers,
+        width_multiplier=SMALL,
+    )
+    built = [layer for layer in model.layers if isinstance(layer, TopographicConv2D)]
+    specs = topographic_layer_specs(name, settings, layers, width_multiplier=SMALL)
+    assert [spec.name for spec in specs] == [layer.name for layer in built]
+    for spec, layer in zip(specs, built, strict=True):
+        assert spec.filters == layer.filters
+        np.testing.assert_array_equal(spec.positions, layer.positions)
+    convs = {layer.name: layer.filters for layer in model.layers if hasattr(layer, "filters")}
+    assert ARCHITECTURES[name].conv_widths(SMALL) == convs
+
+
+def test_layer_specs_refuse_unknown_names_and_models():
+    from keras_topo.applications import topographic_layer_specs
+
+    with pytest.raises(ValueError, match="not convs"):
+        topographic_layer_specs("resnet18", topographic_layers=["stem_conv", "fc9"])
+    with pytest.raises(ValueError, match="must be one of"):
+        topographic_layer_specs("resnet19")
