@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_topo.data import DataError, cifar, cifar_classes, load
+from keras_topo.data import DataError, cifar, cifar_classes, image_augment, load, pipeline
 from keras_topo.data.cifar import MEAN, STD
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -190,3 +190,47 @@ def test_a_broken_symlink_is_named_or_skipped(folder_dir):
     _, y_train = _collect(cifar(folder_dir, validation_size=1, on_error="skip", augment=False))
     _, y_val = _collect(cifar(folder_dir, "cifar10", "validation", validation_size=1))
     assert len(y_train) + len(y_val) == N
+
+
+def test_crop_flip_matches_a_numpy_oracle():
+    rng = np.random.default_rng(3)
+    images = rng.integers(1, 256, size=(5, 6, 7, 2), dtype=np.uint8)
+    offsets = np.array([[0, 0], [8, 8], [3, 5], [8, 0], [1, 7]], np.int32)
+    flips = np.array([False, True, True, False, True])
+    out = image_augment.crop_flip(images, offsets, flips).numpy()
+    padded = np.pad(images, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    for image, (y, x), flip, got in zip(padded, offsets, flips, out, strict=True):
+        crop = image[y : y + 6, x : x + 7]
+        np.testing.assert_array_equal(got, crop[:, ::-1] if flip else crop)
+
+
+def test_random_crop_flip_draws_every_offset_and_flips_half():
+    """Positions written in the pixels give back each crop's offsets and flip."""
+    size, count = 8, 4000
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1) + 1
+    images = np.broadcast_to(grid, (count, size, size, 2)).astype(np.int32)
+    seed = tf.constant([5, 6], tf.int64)
+    out = image_augment.random_crop_flip(images, seed).numpy()
+    np.testing.assert_array_equal(out, image_augment.random_crop_flip(images, seed).numpy())
+    rows, columns = out[..., 0].max(axis=2), out[..., 1].max(axis=1)  # (count, size) each
+    first_row = np.argmax(rows > 0, axis=1)  # crop row showing the image's first row
+    dy = 4 - first_row + rows[np.arange(count), first_row] - 1
+    shown = np.where(columns > 0, columns, np.nan)  # zero columns are padding
+    flipped = np.nanargmax(shown, axis=1) < np.nanargmin(shown, axis=1)  # columns reversed
+    unflipped = np.where(flipped[:, None], columns[:, ::-1], columns)
+    first_column = np.argmax(unflipped > 0, axis=1)
+    dx = 4 - first_column + unflipped[np.arange(count), first_column] - 1
+    counts = np.bincount(dy * 9 + dx, minlength=81)
+    assert counts.size == 81 and counts.min() >= 25 and counts.max() <= 75  # 49.4 each
+    assert 0.45 < flipped.mean() < 0.55
+
+
+def test_gathered_batches_keep_the_per_example_order():
+    values = np.arange(50)
+    per_example = pipeline.finish(tf.data.Dataset.from_tensor_slices(values), 8, True, 4, 50)
+    gathered = pipeline.gathered_batches((values,), 8, True, 4)
+    for _ in range(2):  # reshuffled each epoch, the same way
+        expected = np.concatenate([x.numpy() for x in per_example])
+        np.testing.assert_array_equal(np.concatenate([x.numpy() for (x,) in gathered]), expected)
+    with pytest.raises(ValueError, match="batch_size"):
+        pipeline.gathered_batches((values,), 0, True, 4)

@@ -23,7 +23,10 @@ The loaders:
   `bird_dcase_windows(...)` + `clip_level_metrics(logits, clip_ids, labels)` for clip scores.
 - `log_mel(waveforms)`: `(B, samples)` 16 kHz -> `(B, 64, frames, 1)` dB (the reference's
   front end); `read_wav(path)` reads, checks and resamples one file.
-Bad files raise `DataError` naming them, or are skipped and counted with `on_error="skip"`.
+Audio features are decoded once and cached on disk (`feature_cache=True`: in `data_dir`, or
+`$KERAS_TOPO_CACHE_DIR` when read-only), keyed on the files' contents and every front-end
+setting; later loads read the cache. Bad files raise `DataError` naming them, or are skipped
+and counted with `on_error="skip"`.
 Nothing is downloaded unless `download=True` (CIFAR and Speech Commands).
 """
 

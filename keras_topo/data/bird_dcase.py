@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from keras_topo.data import log_mel as log_mel_lib
 from keras_topo.data import pipeline
-from keras_topo.data.decode import decode_clips
 from keras_topo.data.errors import BadFiles, DataError
+from keras_topo.data.feature_cache import cached_decode_clips, check_location
 from keras_topo.data.normalization import cached_stats, feature_stats, file_fingerprint
 
 SETS = ("BirdVox-DCASE-20k", "ff1010bird", "warblrb10k")
@@ -70,7 +70,7 @@ def split_items(
     return paths, np.asarray(labels, np.int32)
 
 
-def _features(data_dir, split, split_seed, sets, fractions, bad_files, subset=None):
+def _features(data_dir, split, split_seed, sets, fractions, bad_files, cache, subset=None):
     paths, labels = split_items(data_dir, split, split_seed, sets, fractions, bad_files)
     chosen = pipeline.subset_indices(len(paths), subset, split_seed)
     paths, labels = [paths[i] for i in chosen], labels[chosen]
@@ -79,12 +79,15 @@ def _features(data_dir, split, split_seed, sets, fractions, bad_files, subset=No
             f"The {split} split of BirdDCASE under {data_dir!r} is empty; "
             f"adjust `split_fractions` ({fractions})."
         )
-    features, kept = decode_clips(paths, bad_files, label=f"BirdDCASE {split}:")
+    features, kept = cached_decode_clips(
+        paths, bad_files, data_dir, cache, label=f"BirdDCASE {split}:"
+    )
     return features, labels[kept], [os.path.relpath(paths[i], data_dir) for i in kept]
 
 
-def _normalised(data_dir, split, split_seed, sets, fractions, on_error, subset):
+def _normalised(data_dir, split, split_seed, sets, fractions, on_error, subset, cache):
     """Normalised whole-clip features `[(64, frames, 1)]`, labels and clip ids of a split."""
+    check_location(cache)
     for name in (data_dir, *[os.path.join(data_dir, s) for s in sets]):
         if not os.path.isdir(name):
             raise DataError(f"{name}: folder not found (BirdDCASE development sets: {_WHERE})")
@@ -93,12 +96,14 @@ def _normalised(data_dir, split, split_seed, sets, fractions, on_error, subset):
     decoded = {}
 
     def compute_stats():
-        decoded["train"] = _features(data_dir, "train", split_seed, sets, fractions, bad_files)
+        decoded["train"] = _features(
+            data_dir, "train", split_seed, sets, fractions, bad_files, cache
+        )
         return feature_stats(decoded["train"][0], f"the training split of {data_dir}")
 
     key = {
         "loader": "bird_dcase",
-        "front_end": [log_mel_lib.NUM_MELS, log_mel_lib.WINDOW, log_mel_lib.HOP],
+        "front_end": log_mel_lib.FRONT_END,
         "files": file_fingerprint(train_paths, data_dir),
     }
     mean, std = cached_stats(data_dir, key, compute_stats)
@@ -106,7 +111,7 @@ def _normalised(data_dir, split, split_seed, sets, fractions, on_error, subset):
         features, labels, ids = decoded["train"]
     else:
         features, labels, ids = _features(
-            data_dir, split, split_seed, sets, fractions, bad_files, subset
+            data_dir, split, split_seed, sets, fractions, bad_files, cache, subset
         )
     bad_files.log_summary(f"BirdDCASE ({data_dir})")
     features = [(f - np.float32(mean)) / np.float32(std) for f in features]
@@ -128,6 +133,7 @@ def bird_dcase(
     split_seed=0,
     sets=SETS,
     split_fractions=(0.8, 0.1, 0.1),
+    feature_cache=True,
 ):
     """BirdDCASE as a `tf.data.Dataset` of normalised 1 s log-mel features and labels.
 
@@ -145,6 +151,9 @@ def bird_dcase(
         split_seed: seed of the per-set 80/10/10 split (keep it fixed across runs).
         sets: development-set folder names.
         split_fractions: train/validation/test fractions of each set.
+        feature_cache: keep each split's log-mel features on disk, keyed on the files'
+            contents and every feature setting, so that later loads skip decoding: True (in
+            `data_dir`, or `$KERAS_TOPO_CACHE_DIR` if read-only), a folder, or False.
 
     Returns:
         `tf.data.Dataset` of float32 `(B, 64, 101, 1)` features (normalised by the training
@@ -153,10 +162,18 @@ def bird_dcase(
     _check(split)
     if split != "train":
         return bird_dcase_windows(
-            data_dir, split, batch_size, subset, on_error, split_seed, sets, split_fractions
+            data_dir,
+            split,
+            batch_size,
+            subset,
+            on_error,
+            split_seed,
+            sets,
+            split_fractions,
+            feature_cache,
         )[0]
     features, labels, _ = _normalised(
-        data_dir, split, split_seed, sets, split_fractions, on_error, subset
+        data_dir, split, split_seed, sets, split_fractions, on_error, subset, feature_cache
     )
     # Whole clips as ragged (frames, 64, 1) rows, so clips of any length fit in one tensor.
     clips = tf.RaggedTensor.from_row_lengths(
@@ -184,6 +201,7 @@ def bird_dcase_windows(
     split_seed=0,
     sets=SETS,
     split_fractions=(0.8, 0.1, 0.1),
+    feature_cache=True,
 ):
     """Every non-overlapping 1 s window of every clip of a split, for clip-level evaluation.
 
@@ -194,7 +212,7 @@ def bird_dcase_windows(
     """
     _check(split)
     features, labels, ids = _normalised(
-        data_dir, split, split_seed, sets, split_fractions, on_error, subset
+        data_dir, split, split_seed, sets, split_fractions, on_error, subset, feature_cache
     )
     windows, window_ids, window_labels = [], [], []
     for clip, label, clip_id in zip(features, labels, ids, strict=True):

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_topo.data import download as download_lib
-from keras_topo.data import pipeline
+from keras_topo.data import image_augment, pipeline
 from keras_topo.data.errors import BadFiles, DataError
 
 SPLITS = ("train", "validation", "test")
@@ -208,6 +208,36 @@ def _load_split(data_dir, dataset, split, validation_size, split_seed, download)
     return images, sources, labels, chosen
 
 
+def cifar_arrays(
+    data_dir,
+    dataset="cifar10",
+    split="train",
+    validation_size=5000,
+    subset=None,
+    download=False,
+    split_seed=0,
+    on_error="raise",
+):
+    """The decoded images and labels of a split, in memory (arguments as in `cifar`).
+
+    Returns:
+        `(images, labels)`: uint8 `(N, 32, 32, 3)` and int32 `(N,)`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}; received {split!r}.")
+    images, sources, labels, chosen = _load_split(
+        data_dir, dataset, split, validation_size, split_seed, download
+    )
+    chosen = chosen[pipeline.subset_indices(len(chosen), subset, split_seed)]
+    labels = labels[chosen]
+    if images is None:
+        images, kept = _decode_images([sources[i] for i in chosen], on_error)
+        labels = labels if kept is None else labels[kept]
+    else:
+        images = images[chosen]
+    return images, labels
+
+
 def cifar(
     data_dir,
     dataset="cifar10",
@@ -233,10 +263,12 @@ def cifar(
         seed: shuffling and augmentation seed (the order is deterministic under it).
         validation_size: images held out of the 50,000 for validation.
         subset: optional number of examples: a random sample of the split (`split_seed`).
-        augment: random crop 32x32 after zero-padding 4 and horizontal flip p=0.5;
+        augment: random crop 32x32 after zero-padding 4 and horizontal flip p=0.5, drawn
+            for a whole batch at once from one stateless seed per batch and epoch;
             defaults to True for "train" only.
-        cache: without augmentation, keep the normalised float32 images in memory after the
-            first epoch (the uint8 images are always held in memory).
+        cache: without augmentation, normalise the images once and keep them in memory as
+            float32 (4x the memory of the uint8 images, which are always held in memory,
+            decoded once).
         download: fetch the official archive into `data_dir` when no data is found.
         split_seed: seed of the train/validation split and of `subset` (fixed across runs).
         on_error: "raise" on an unreadable image file, or "skip" it (counted in a log line).
@@ -245,34 +277,37 @@ def cifar(
         `tf.data.Dataset` of float32 images `(B, 32, 32, 3)` normalised with the reference's
         per-channel mean and std, and int32 labels `(B,)`.
     """
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}; received {split!r}.")
-    images, sources, labels, chosen = _load_split(
-        data_dir, dataset, split, validation_size, split_seed, download
+    images, labels = cifar_arrays(
+        data_dir, dataset, split, validation_size, subset, download, split_seed, on_error
     )
-    chosen = chosen[pipeline.subset_indices(len(chosen), subset, split_seed)]
-    labels = labels[chosen]
-    if images is None:
-        images, kept = _decode_images([sources[i] for i in chosen], on_error)
-        labels = labels if kept is None else labels[kept]
-    else:
-        images = images[chosen]
     augment = split == "train" if augment is None else augment
-    mean, std = tf.constant(MEAN), tf.constant(STD)
+    return cifar_pipeline(images, labels, batch_size, split == "train", seed, augment, cache)
 
-    def prepare(image, label, seeds):
-        image = tf.cast(image, tf.float32) / 255.0
-        if augment:
-            crop_seed, flip_seed = tf.unstack(tf.random.split(seeds, 2))
-            padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-            image = tf.image.stateless_random_crop(padded, [32, 32, 3], seed=crop_seed)
-            image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-        return (image - mean) / std, label
 
-    dataset_ = tf.data.Dataset.from_tensor_slices((images, labels))
+def cifar_pipeline(images, labels, batch_size, shuffle, seed, augment, cache=False):
+    """Batches of normalised (optionally augmented) images from in-memory arrays.
+
+    Args:
+        images: uint8 `(N, 32, 32, 3)`; labels: int32 `(N,)`.
+        shuffle: reshuffle the whole set each epoch (order deterministic under `seed`).
+        augment, cache: as in `cifar`.
+
+    Returns:
+        `tf.data.Dataset` of float32 `(B, 32, 32, 3)` and int32 `(B,)` batches.
+    """
     if cache and not augment:
-        dataset_ = dataset_.map(lambda x, y: prepare(x, y, tf.zeros([2], tf.int64))).cache()
-        return pipeline.finish(dataset_, batch_size, split == "train", seed, len(labels))
-    return pipeline.finish(
-        dataset_, batch_size, split == "train", seed, len(labels), map_fn=prepare
-    )
+        arrays = (normalise(images).numpy(), labels)
+        return pipeline.gathered_batches(arrays, batch_size, shuffle, seed)
+
+    def prepare(batch, batch_seed):
+        batch_images, batch_labels = batch
+        if augment:
+            batch_images = image_augment.random_crop_flip(batch_images, batch_seed)
+        return normalise(batch_images), batch_labels
+
+    return pipeline.gathered_batches((images, labels), batch_size, shuffle, seed, prepare)
+
+
+def normalise(images):
+    """uint8 images `(..., 3)` to float32 scaled to [0, 1], minus `MEAN`, over `STD`."""
+    return (tf.cast(images, tf.float32) / 255.0 - tf.constant(MEAN)) / tf.constant(STD)

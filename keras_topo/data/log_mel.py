@@ -13,6 +13,23 @@ NUM_MELS = 64
 WINDOW = 400
 HOP = 160
 MIN_POWER = 1e-10
+MIN_FREQUENCY = 0.0
+MAX_FREQUENCY = SAMPLE_RATE / 2
+# Every setting the features depend on: part of each feature and statistics cache key.
+FRONT_END = {
+    "sample_rate": SAMPLE_RATE,
+    "n_mels": NUM_MELS,
+    "window": WINDOW,
+    "window_fn": "hann periodic",
+    "hop": HOP,
+    "n_fft": WINDOW,
+    "center": "reflect",
+    "power": 2.0,
+    "mel_scale": "htk",
+    "fmin": MIN_FREQUENCY,
+    "fmax": MAX_FREQUENCY,
+    "db": ["10 log10", MIN_POWER],
+}
 
 
 def num_frames(samples):
@@ -32,7 +49,7 @@ def _log_mel(waveforms):
     )
     power = tf.math.square(tf.math.abs(stft))
     mel_matrix = tf.signal.linear_to_mel_weight_matrix(
-        NUM_MELS, WINDOW // 2 + 1, SAMPLE_RATE, 0.0, SAMPLE_RATE / 2
+        NUM_MELS, WINDOW // 2 + 1, SAMPLE_RATE, MIN_FREQUENCY, MAX_FREQUENCY
     )
     mel = tf.tensordot(power, mel_matrix, axes=1)
     decibels = 10.0 * tf.math.log(tf.maximum(mel, MIN_POWER)) / tf.math.log(10.0)

@@ -15,9 +15,6 @@ import numpy as np
 
 from keras_topo.data.errors import DataError, logger
 
-# Bytes hashed from the start, the middle and the end of each file for its fingerprint.
-_SAMPLE_BYTES = 4096
-
 
 def user_cache_dir():
     """Writable fallback folder for caches: `$KERAS_TOPO_CACHE_DIR` or `~/.cache/keras_topo`."""
@@ -28,10 +25,11 @@ def user_cache_dir():
 def file_fingerprint(paths, root):
     """One line per file for a cache key that changes with the files' contents.
 
-    A line holds the path relative to `root`, the size, the modification time (ns) and a
-    BLAKE2 digest of three 4 KB samples (start, middle, end): an edit keeping the size is seen
-    through the time, and a copy that resets times keeps the same key only if the samples match.
-    Reading all bytes would cost a full pass over the dataset at every load.
+    A line holds the path relative to `root`, the size and a BLAKE2 digest of all the bytes.
+    The whole content, not the modification time: a rewrite that keeps size and time (`cp -p`,
+    `rsync -t`, unpacking another version of an archive) changes the key, and a copy or a
+    `touch` of the same bytes keeps it. Hashing costs about 5 % of decoding a clip (measured:
+    0.09 ms per 32 KB file against 1.5-2 ms for its log-mel features).
     """
     return [_fingerprint(path, root) for path in paths]
 
@@ -39,15 +37,12 @@ def file_fingerprint(paths, root):
 def _fingerprint(path, root):
     relative = os.path.relpath(path, root)
     try:
-        stat = os.stat(path)
-        digest = hashlib.blake2b(digest_size=16)
         with open(path, "rb") as f:
-            for offset in (0, stat.st_size // 2, max(stat.st_size - _SAMPLE_BYTES, 0)):
-                f.seek(offset)
-                digest.update(f.read(_SAMPLE_BYTES))
+            digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16))
+            size = f.tell()
     except OSError:
         return f"{relative} missing"
-    return f"{relative} {stat.st_size} {stat.st_mtime_ns} {digest.hexdigest()}"
+    return f"{relative} {size} {digest.hexdigest()}"
 
 
 def feature_stats(features, what="the training split"):

@@ -17,8 +17,8 @@ from keras_topo.data import download as download_lib
 from keras_topo.data import log_mel as log_mel_lib
 from keras_topo.data import pipeline
 from keras_topo.data.audio_io import SAMPLE_RATE
-from keras_topo.data.decode import decode_clips
 from keras_topo.data.errors import BadFiles, DataError
+from keras_topo.data.feature_cache import cached_decode_clips, check_location
 from keras_topo.data.normalization import cached_stats, feature_stats, file_fingerprint
 
 URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
@@ -93,10 +93,17 @@ def split_files(data_dir, split, labels, bad_files):
     return files, np.asarray(ids, np.int32)
 
 
-def _decode(data_dir, files, ids, bad_files, long_clip_policy, split):
+def _decode(data_dir, files, ids, bad_files, long_clip_policy, split, cache, prints=None):
     paths = [os.path.join(data_dir, f) for f in files]
-    features, kept = decode_clips(
-        paths, bad_files, SAMPLE_RATE, long_clip_policy, label=f"Speech Commands {split}:"
+    features, kept = cached_decode_clips(
+        paths,
+        bad_files,
+        data_dir,
+        cache,
+        SAMPLE_RATE,
+        long_clip_policy,
+        f"Speech Commands {split}:",
+        prints,
     )
     if not features:
         raise DataError(f"{data_dir}: no readable clip in the {split} split")
@@ -114,6 +121,7 @@ def speech_commands(
     on_error="raise",
     download=False,
     split_seed=0,
+    feature_cache=True,
 ):
     """Speech Commands as a `tf.data.Dataset` of normalised log-mel features and labels.
 
@@ -130,6 +138,10 @@ def speech_commands(
         on_error: "raise" on a bad file (unreadable, truncated, stereo, 8-bit, listed but
             missing, empty class folder) naming it, or "skip" it and log a count.
         download: fetch and unpack the official v0.02 archive into `data_dir` if missing.
+        split_seed: seed of `subset`.
+        feature_cache: keep each split's log-mel features on disk, keyed on the files'
+            contents and every feature setting, so that later loads skip decoding: True (in
+            `data_dir`, or `$KERAS_TOPO_CACHE_DIR` if read-only), a folder, or False.
 
     Returns:
         `tf.data.Dataset` of float32 `(B, 64, 101, 1)` log-mel features normalised by the
@@ -141,6 +153,7 @@ def speech_commands(
         raise ValueError(
             f"`long_clip_policy` must be one of {LONG_CLIP_POLICIES}; received {long_clip_policy!r}."
         )
+    check_location(feature_cache)
     _check_data_dir(data_dir, download)
     labels = list(labels) if labels is not None else speech_commands_labels(data_dir)
     for label in labels:
@@ -152,7 +165,14 @@ def speech_commands(
 
     def compute_stats():
         decoded["train"] = _decode(
-            data_dir, train_files, train_ids, bad_files, long_clip_policy, "train"
+            data_dir,
+            train_files,
+            train_ids,
+            bad_files,
+            long_clip_policy,
+            "train",
+            feature_cache,
+            key["files"],  # hashed once for both caches
         )
         return feature_stats([decoded["train"][0]], f"the training split of {data_dir}")
 
@@ -160,7 +180,7 @@ def speech_commands(
         "loader": "speech_commands",
         "labels": labels,
         "long_clip_policy": long_clip_policy,
-        "front_end": [log_mel_lib.NUM_MELS, log_mel_lib.WINDOW, log_mel_lib.HOP],
+        "front_end": log_mel_lib.FRONT_END,
         "files": file_fingerprint([os.path.join(data_dir, f) for f in train_files], data_dir),
     }
     mean, std = cached_stats(data_dir, key, compute_stats)
@@ -176,7 +196,10 @@ def speech_commands(
         features, ids = features[rows], ids[rows]
     else:
         files = [files[i] for i in chosen]
-        features, ids, _ = _decode(data_dir, files, ids[chosen], bad_files, long_clip_policy, split)
+        prints = [key["files"][i] for i in chosen] if split == "train" else None
+        features, ids, _ = _decode(
+            data_dir, files, ids[chosen], bad_files, long_clip_policy, split, feature_cache, prints
+        )
     bad_files.log_summary(f"Speech Commands ({data_dir})")
     features = (features - np.float32(mean)) / np.float32(std)
     dataset = tf.data.Dataset.from_tensor_slices((features, ids))
