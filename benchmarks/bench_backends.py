@@ -244,6 +244,7 @@ def parent(args):
     from keras_topo.experiments import fast_path
 
     fast_path.apply_environment()  # inherited by every child, native torch included
+    print(fast_path.settings_line(), file=sys.stderr)
     configs = [
         (label, backend, jit_compile, fused)
         for label, backend, jit_compile, fused in CONFIGS

@@ -19,6 +19,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras_topo.applications import VGG16, DenseNet121, ResNet18  # noqa: E402
 
+from keras_topo.experiments import fast_path  # noqa: E402
+
 BUILDERS = {"resnet18": ResNet18, "densenet121": DenseNet121, "vgg16": VGG16}
 
 
@@ -63,6 +65,7 @@ def main():
     args = parser.parse_args()
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("Run this benchmark with KERAS_BACKEND=tensorflow.")
+    print(fast_path.settings_line())
     print(f"batch {args.batch}, 32x32x3, TF, jit_compile=False, {args.steps} interleaved steps")
     for name in args.models:
         plain, topo, pair_ratios = bench(BUILDERS[name], args.steps, args.batch)

@@ -1,10 +1,10 @@
 """keras-topo: topographic neural networks for Keras 3.
 
-`keras_topo.data` (tf.data pipelines, needs TensorFlow) is imported on demand.
+`keras_topo.data` (tf.data pipelines, needs TensorFlow) is imported on demand. Importing the
+package changes no environment variable: the `keras-topo` command sets the fast path's
+(`keras_topo_launcher`) before Keras loads; `keras_topo.doctor` says what a process runs with.
 """
 
-# First: importing it sets the fast path's environment (OMP_WAIT_POLICY) before Keras loads torch.
-import keras_topo.experiments.fast_path  # noqa: F401
 from keras_topo import applications, positions, pruning
 from keras_topo.conversion import make_topographic, strip_topography, use_fast_layers
 from keras_topo.experiments import recipe as _recipe  # noqa: F401 (registers TorchSGD for loading)
@@ -23,6 +23,7 @@ __version__ = "0.2.0"
 _LAZY_SUBMODULES = (
     "data",
     "distribute",
+    "doctor",
     "experiments",
     "figures",
     "loss_recording",

@@ -9,20 +9,29 @@ r"""The `keras-topo` command: train, sweep, report, prune, figures, demo.
     keras-topo prune --run runs/A --run runs/B --fractions 0:1:0.05 --criterion l2
     keras-topo figures --run runs/A --run runs/B --out figures
     keras-topo export runs/A --format litert --prune 0.5 --int8
+    keras-topo study --spec cifar10 --data-dir DATA --runs-dir runs/study
+    keras-topo doctor                                 # backend, versions, CPU, what to change
 
-Every training knob defaults to the paper's recipe (`keras_topo.experiments.recipe`).
+Every training knob defaults to the paper's recipe (`keras_topo.experiments.recipe`). The
+`keras-topo` script (`keras_topo_launcher`) sets the fast path's environment before Keras
+loads (TF's oneDNN kernels, OMP_WAIT_POLICY=PASSIVE; the user's own values win) and hides
+TensorFlow's log lines unless `--backend-logs` is given.
 """
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 
+from absl import logging as absl_logging
+
 from keras_topo import distribute, objectives, positions
 from keras_topo.applications import BUILDERS
-from keras_topo.experiments import datasets, recipe, run_lock
+from keras_topo.experiments import datasets, fast_path, recipe, run_lock
 from keras_topo.export import FORMATS as EXPORT_FORMATS
 from keras_topo.topography import REDUCTIONS, Topography
+from keras_topo_launcher import BACKEND_LOGS_FLAG
 
 _TOPOGRAPHY_DEFAULTS = Topography()
 
@@ -31,12 +40,20 @@ def main(argv=None):
     """Entry point of the `keras-topo` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if not args.backend_logs:
+        _hide_backend_logs()
     try:
         _check_folders(args)
         args.handler(args)
     except ValueError as error:  # Bad input: one clear line, no traceback.
         parser.exit(2, f"keras-topo {args.command}: error: {error}\n")
     return 0
+
+
+def _hide_backend_logs():
+    """Hides TensorFlow's and absl's Python log lines below ERROR (retracing warnings...)."""
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 # The folder each command writes into (checked before it writes anything).
@@ -150,10 +167,26 @@ def _figures(args):
     print("Figures:\n" + "\n".join(f"  {path}" for path in paths))
 
 
+def _study(args):
+    from keras_topo.experiments import study
+
+    markdown, md_path, png_path = study.run_study(
+        study.load_spec(args.spec), args.runs_dir, args.data_dir
+    )
+    print(markdown)
+    print(f"Study: {md_path} and {png_path}")
+
+
 def _demo(args):
     from keras_topo import demo
 
     demo.run_demo(args.out, epochs=args.epochs)
+
+
+def _doctor(args):
+    from keras_topo import doctor
+
+    print(doctor.describe(doctor.facts()))
 
 
 def _run_config(args, out):
@@ -219,6 +252,12 @@ def _add_training_args(parser):
         default="default",
         help="default: False on CPU, 'auto' on accelerators",
     )
+    parser.add_argument(
+        "--precision",
+        choices=fast_path.PRECISIONS,
+        default="float32",
+        help="Keras dtype policy of the run (mixed: float16/bfloat16 compute, float32 weights)",
+    )
     parser.add_argument("--distribute", choices=distribute.NAMES, default="none")
     parser.add_argument(
         "--verbose",
@@ -235,6 +274,12 @@ def _verbosity(text):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="keras-topo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        BACKEND_LOGS_FLAG,
+        dest="backend_logs",
+        action="store_true",
+        help="show TensorFlow's and absl's log lines (device probing, retracing), hidden by default",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -318,12 +363,23 @@ def _parser():
     figures.add_argument("--max-batches", type=int, help="test batches to analyse (default: all)")
     figures.set_defaults(handler=_figures)
 
+    study = commands.add_parser("study", help="train, prune and analyse a study (resumable)")
+    study.add_argument("--spec", required=True, help="smoke, cifar10, paper or a JSON file")
+    study.add_argument("--runs-dir", required=True)
+    study.add_argument("--data-dir", help="folder holding the dataset (not for digits)")
+    study.set_defaults(handler=_study)
+
     demo = commands.add_parser("demo", help="a small end-to-end run on scikit-learn's digits")
     demo.add_argument("--out", default="keras-topo-demo")
     demo.add_argument("--epochs", type=int, default=10)
     demo.set_defaults(handler=_demo)
+
+    doctor = commands.add_parser(
+        "doctor", help="backend, versions, CPU features, thread and kernel settings, what to change"
+    )
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # without the fast path's environment: use the `keras-topo` script
     sys.exit(main())

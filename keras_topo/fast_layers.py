@@ -19,6 +19,8 @@ them into a user's functional or Sequential model.
 
 import keras
 
+from keras_topo.cpu_channels_first import CPUChannelsFirstMixin
+
 # Torch's convolution function per spatial rank (Conv1D's call bypasses `convolution_op`).
 _TORCH_CONVOLUTIONS = {2: "conv2d", 3: "conv3d"}
 _fused_kernels = {"enabled": True}
@@ -84,13 +86,13 @@ class FastConvolutionMixin:
 
 
 @keras.saving.register_keras_serializable(package="keras_topo", name="FastConv2D")
-class Conv2D(FastConvolutionMixin, keras.layers.Conv2D):
+class Conv2D(CPUChannelsFirstMixin, FastConvolutionMixin, keras.layers.Conv2D):
     """`keras.layers.Conv2D` without the torch backend's layout copies. Input
     `(B, H, W, C_in)`, output `(B, H', W', filters)`; arguments as Conv2D's."""
 
 
 @keras.saving.register_keras_serializable(package="keras_topo", name="FastConv3D")
-class Conv3D(FastConvolutionMixin, keras.layers.Conv3D):
+class Conv3D(CPUChannelsFirstMixin, FastConvolutionMixin, keras.layers.Conv3D):
     """`keras.layers.Conv3D` without the torch backend's layout copies. Input
     `(B, D, H, W, C_in)`, output `(B, D', H', W', filters)`; arguments as Conv3D's."""
 

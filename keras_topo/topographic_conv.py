@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_topo import loss_recording, objectives
+from keras_topo.cpu_channels_first import CPUChannelsFirstMixin
 from keras_topo.fast_layers import FAST_CLASSES, FastConvolutionMixin
 from keras_topo.topography import Topography
 
@@ -95,13 +96,13 @@ class TopographicMixin:
 
 
 @keras.saving.register_keras_serializable(package="keras_topo", name="TopographicConv1D")
-class Conv1D(TopographicMixin, keras.layers.Conv1D):
+class Conv1D(TopographicMixin, CPUChannelsFirstMixin, keras.layers.Conv1D):
     """`keras.layers.Conv1D` with a topographic loss. Input `(B, T, C_in)`, output
     `(B, T', filters)` (channels_last). See `TopographicMixin` for the keyword arguments."""
 
 
 @keras.saving.register_keras_serializable(package="keras_topo", name="TopographicConv2D")
-class Conv2D(TopographicMixin, FastConvolutionMixin, keras.layers.Conv2D):
+class Conv2D(TopographicMixin, CPUChannelsFirstMixin, FastConvolutionMixin, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with a topographic loss. Input `(B, H, W, C_in)`, output
     `(B, H', W', filters)` (channels_last). See `TopographicMixin` for the keyword arguments.
 
@@ -111,7 +112,7 @@ class Conv2D(TopographicMixin, FastConvolutionMixin, keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_topo", name="TopographicConv3D")
-class Conv3D(TopographicMixin, FastConvolutionMixin, keras.layers.Conv3D):
+class Conv3D(TopographicMixin, CPUChannelsFirstMixin, FastConvolutionMixin, keras.layers.Conv3D):
     """`keras.layers.Conv3D` with a topographic loss. Input `(B, D, H, W, C_in)`, output
     `(B, D', H', W', filters)` (channels_last). See `TopographicMixin` for the keyword arguments."""
 

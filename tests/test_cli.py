@@ -56,12 +56,20 @@ def test_train_records_the_flags(trained, capsys):
     )
     assert config["weight_decay_mode"] == "coupled" and config["learning_rate"] == 0.01
     assert config["distribute"] == "none" and config["reduction"] == "mean"
+    assert config["precision"] == "float32" == result["fast_path"]["precision"]
     # Running the same command again prints the finished run without training.
     cli.main(["train", *TINY, "--topography", "grid", "--lambda", "2", "--out", str(out)])
     assert "grid-2d, best epoch 0" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # ... but not under other settings
         cli.main(["train", *TINY, "--topography", "grid", "--out", str(out)])
     assert "topographic_weight" in capsys.readouterr().err
+
+
+def test_precision_flag_reaches_the_run_config():
+    args = cli._parser().parse_args(["train", *TINY, "--precision", "mixed_float16", "--out", "x"])
+    assert cli._run_config(args, "x").precision == "mixed_float16"
+    with pytest.raises(SystemExit):
+        cli.main(["train", *TINY, "--precision", "float16", "--out", "x"])
 
 
 def test_report_prune_and_figures(trained, capsys, tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import keras
 import numpy as np
@@ -88,6 +89,12 @@ def test_run_writes_its_files_and_a_complete_result(finished):
     assert result["reduction"] == "mean" and result["backend"] == keras.backend.backend()
     assert result["config"]["topographic_weight"] == 0.5
     assert result["jit_compile"] == run.resolve_jit_compile("default")  # the fast path
+    assert result["fast_path"] == {
+        "jit_compile": result["jit_compile"],
+        "precision": "float32",
+        "tf_onednn": fast_path.tf_onednn_enabled(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
     assert [row["epoch"] for row in result["epochs"]] == [0, 1]
     assert {"python", "keras", "numpy", "keras_topo"} <= set(result["versions"])
     rows = _log_rows(run.Path(out) / "log.csv")
@@ -168,7 +175,26 @@ def test_config_rejects_bad_values():
         run.RunConfig(weight_decay_mode="adamw")
     with pytest.raises(ValueError, match="jit_compile"):
         run.RunConfig(jit_compile="maybe")
+    backend = keras.backend.backend()
+    with pytest.raises(ValueError, match=f"--precision 'float16' cannot run on the {backend}"):
+        run.RunConfig(precision="float16")
     assert run.RunConfig(dataset="speechcommands").epochs == 12
+
+
+def test_a_mixed_precision_baseline_records_its_policy_and_restores_the_global_one(tmp_path):
+    config = run.RunConfig(
+        **{**TINY, "epochs": 1}, precision="mixed_bfloat16", out=str(tmp_path / "baseline")
+    )
+    result = run.train(config)
+    assert result["fast_path"]["precision"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # the process's policy is back
+    model = keras.saving.load_model(tmp_path / "baseline" / "best.keras", compile=False)
+    assert model.get_layer("conv2").compute_dtype == "bfloat16"
+    assert model.get_layer("conv2").variable_dtype == "float32"
+    # A baseline logs no topographic loss (no column of zeros).
+    assert not any(
+        key.startswith("topo_loss") for key in _log_rows(tmp_path / "baseline" / "log.csv")[0]
+    )
 
 
 def test_jit_compile_default_is_the_fast_path():

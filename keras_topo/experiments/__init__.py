@@ -5,4 +5,5 @@
 - `run`: one resumable training run (`RunConfig`, `train`); `results`: its `result.json`.
 - `sweep`, `report`: grids of runs and the paper-format tables.
 - `prune_sweep`: accuracy of a trained run pruned at a range of fractions.
+- `study`, `study_report`: the pruning study (variants x seeds x pruning methods), resumable.
 """

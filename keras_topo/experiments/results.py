@@ -2,7 +2,8 @@
 
 Keys: `status` ("complete"), `config` (the `RunConfig`), `organisation` ("baseline",
 "grid-2d", ...), `reduction` (how the per-layer losses were combined: "mean" or "sum"),
-`backend`, `versions`, `jit_compile`, `params`, `epochs` (one dict of logged metrics per
+`backend`, `versions`, `jit_compile`, `fast_path` (the settings trained with:
+`experiments.fast_path.settings`: jit_compile, precision, tf_onednn, omp_wait_policy), `params`, `epochs` (one dict of logged metrics per
 epoch), `best_epoch` and `best_val_accuracy` (the checkpoint kept), `test` (metrics of that
 checkpoint on the test split), `topographic_layers`, `topographic_loss` (per layer, unweighted,
 on the probe batch at the best epoch), `map_scores` (per topographic layer, the scores of
@@ -22,8 +23,10 @@ RESULT_FILE = "result.json"
 _TOPO_PREFIX = "topo_loss/"
 
 
-def make(config, epochs, test, topographic_layers, params, jit_compile, wall_time_s):
-    """The result dict of a finished run."""
+def make(
+    config, epochs, test, topographic_layers, params, jit_compile, wall_time_s, fast_path=None
+):
+    """The result dict of a finished run (`fast_path`: `experiments.fast_path.settings(...)`)."""
     scored = [row for row in epochs if "val_accuracy" in row]
     best = max(scored, key=lambda row: row["val_accuracy"]) if scored else {}
     topography = config.get("topography")
@@ -35,6 +38,7 @@ def make(config, epochs, test, topographic_layers, params, jit_compile, wall_tim
         "backend": keras.backend.backend(),
         "versions": versions(),
         "jit_compile": jit_compile,
+        "fast_path": fast_path,
         "params": int(params),
         "epochs": epochs,
         "best_epoch": int(best["epoch"]) if best else None,

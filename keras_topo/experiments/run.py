@@ -54,7 +54,8 @@ class RunConfig:
 
     `epochs=None` takes the paper's epochs for the dataset (`recipe.EPOCHS`). `jit_compile`:
     "default" is the backend's fast path (`keras_topo.experiments.fast_path`: TF without XLA on
-    CPU, "auto" on an accelerator; JAX always jitted; torch eager).
+    CPU, "auto" on an accelerator; JAX always jitted; torch eager). `precision`: the Keras dtype
+    policy of the run (`fast_path.PRECISIONS`: float32, mixed_float16, mixed_bfloat16).
     """
 
     dataset: str = "digits"
@@ -80,6 +81,7 @@ class RunConfig:
     train_subset: int | None = None
     width_multiplier: float = 1.0
     jit_compile: str = "default"
+    precision: str = "float32"
     distribute: str = "none"
     verbose: str | int = "auto"
 
@@ -96,6 +98,7 @@ class RunConfig:
         self.settings()  # validates the topographic options (the baseline's too)
         if str(self.jit_compile).lower() not in JIT_CHOICES:
             raise ValueError(f"jit_compile must be one of {JIT_CHOICES}, got {self.jit_compile!r}.")
+        fast_path.check_precision(self.precision)
         if self.epochs is None:
             self.epochs = recipe.EPOCHS[self.dataset]
         for name in ("epochs", "batch_size"):
@@ -137,12 +140,17 @@ def map_scores(model, config, split):
     """
     from keras_topo.metrics import measure_topography
 
-    if config.topography is None:
-        twin_config = dataclasses.replace(config, topography=_TOPOGRAPHY_DEFAULTS["scheme"])
-        twin = build_model(twin_config, split.input_shape, split.num_classes)
-        twin.set_weights(model.get_weights())
-        model = twin
-    return measure_topography(model, split.dataset)
+    return measure_topography(scored_model(model, config, split), split.dataset)
+
+
+def scored_model(model, config, split):
+    """`model`, or for a baseline its topographic twin (default scheme) with `model`'s weights."""
+    if config.topography is not None:
+        return model
+    twin_config = dataclasses.replace(config, topography=_TOPOGRAPHY_DEFAULTS["scheme"])
+    twin = build_model(twin_config, split.input_shape, split.num_classes)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def resolve_jit_compile(choice):
@@ -199,6 +207,13 @@ def _train_in_folder(config, out, callbacks):
     finished = results.read(out)
     if finished is not None and finished.get("status") == "complete":
         return finished
+    fast_path.warn_if_slow_kernels()
+    with fast_path.precision_policy(config.precision):
+        return _fit_and_record(config, out, callbacks)
+
+
+def _fit_and_record(config, out, callbacks):
+    """Trains, tests and writes `result.json` (under the run's dtype policy); returns it."""
     start = time.time()
     keras.utils.set_random_seed(config.seed)
     jit_compile = resolve_jit_compile(config.jit_compile)
@@ -224,7 +239,8 @@ def _train_in_folder(config, out, callbacks):
         )
         compile_model(model, jit_compile, optimizer)
         bookkeeping = [
-            TopographicLossLogger(validation),
+            # A baseline has no topographic loss to log (not a column of zeros).
+            *([TopographicLossLogger(validation)] if topographic_layers(model) else []),
             divergence.FailOnNonFinite(),  # before anything logs or saves the epoch
             keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
             checkpoints.BestModelCheckpoint(
@@ -259,6 +275,7 @@ def _train_in_folder(config, out, callbacks):
         topographic_layers=[layer.name for layer in topographic_layers(model)],
         params=model.count_params(),
         jit_compile=jit_compile,
+        fast_path=fast_path.settings(jit_compile, config.precision),
         wall_time_s=time.time() - start,
     )
     result["map_scores"] = maps
