@@ -13,6 +13,8 @@ Outside `recording()` the layers record nothing, so training steps pay nothing f
 import contextlib
 import contextvars
 
+from keras_topo.tensor_constants import traced_by_dynamo
+
 _ACTIVE = contextvars.ContextVar("keras_topo_loss_recording", default=None)
 
 
@@ -28,7 +30,12 @@ def recording():
 
 
 def record(name, loss):
-    """Called by the topographic layers with their unweighted loss (no-op when not recording)."""
+    """Called by the topographic layers with their unweighted loss (no-op when not recording).
+
+    Compiled steps never record: TorchDynamo cannot trace `ContextVar.get` (a graph break).
+    """
+    if traced_by_dynamo():
+        return
     losses = _ACTIVE.get()
     if losses is not None:
         losses[name] = loss

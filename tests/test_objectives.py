@@ -155,6 +155,18 @@ def test_spatial_constant_channel_is_finite_with_finite_gradient():
     assert np.isfinite(value(loss))
 
 
+def test_spatial_huge_channels_give_the_scale_free_loss():
+    """Correlations ignore each channel's scale: up to float32's maximum the loss is the
+    unit-scale one (each channel is divided by a power of two first, no branch)."""
+    y = np.random.uniform(-1, 1, (2, 4, 4, 5)).astype("float32")
+    y[..., 0] = np.sign(y[..., 0])  # |y * 3e38| reaches 3e38
+    pos = positions.grid(5)
+    huge = (y.astype("float64") * np.array([3e38, 1e19, 1.0, 1e-3, 7.0])).astype("float32")
+    assert np.all(np.isfinite(huge))
+    got = value(objective_loss("spatial", huge, None, positions.target_similarity(pos)))
+    np.testing.assert_allclose(got, oracle_spatial(y, pos), rtol=1e-4, atol=1e-5)
+
+
 def test_activation_is_the_paper_loss():
     y = np.random.randn(2, 4, 4, 6).astype("float32")
     target = positions.target_similarity(positions.grid(6))

@@ -156,3 +156,44 @@ def test_mixed_precision_layer_adds_the_float32_loss_of_its_output(dtype):
     np.testing.assert_allclose(
         float(keras.ops.convert_to_numpy(loss)), reference_loss(out, layer.positions), rtol=1e-4
     )
+
+
+def compiled_loss_and_gradient(y, **kwargs):
+    """`loss_and_gradient` under XLA: `tf.function(jit_compile=True)` or `jax.jit`."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def step(y):
+            with tf.GradientTape() as tape:
+                tape.watch(y)
+                loss = topographic_loss(y, **kwargs)
+            return loss, tape.gradient(loss, y)
+
+        loss, grad = step(tf.constant(y))
+        return float(loss), grad.numpy()
+    import jax
+
+    loss, grad = jax.jit(jax.value_and_grad(lambda t: topographic_loss(t, **kwargs)))(y)
+    return float(loss), np.asarray(grad)
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="XLA: TensorFlow and JAX")
+@pytest.mark.parametrize("shape", [(2, 4, 4, 6), (2, 2, 2, 10)])
+def test_xla_compiled_loss_is_exact_for_huge_zero_and_tiny_channels(shape):
+    """XLA flushes subnormals to zero: the rescaling keeps every scale a normal float."""
+    y = np.random.uniform(-1, 1, shape).astype("float32")
+    y[..., 0] = np.sign(y[..., 0]) * 3e38
+    y[..., 1] = 0.0
+    y[..., 2] *= 1e-30
+    y[..., 3] *= 1e-40  # subnormal input
+    pos = positions.grid(shape[-1])
+    got, grad = compiled_loss_and_gradient(y, positions=pos)
+    expected = y.astype("float64")
+    expected[..., 2:4] = 0.0  # below the eps clamp: they count as zero channels
+    np.testing.assert_allclose(got, reference_loss(expected, pos), rtol=1e-4)
+    assert np.all(np.isfinite(grad))
+    eager, eager_grad = loss_and_gradient(y, positions=pos)
+    np.testing.assert_allclose(got, eager, rtol=1e-6)
+    np.testing.assert_allclose(grad, eager_grad, rtol=1e-4, atol=1e-30)

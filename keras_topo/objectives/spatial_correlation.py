@@ -4,10 +4,16 @@
 of the pre-activation output; the loss is `1 - Pearson(r_ij, T_ij)` over the pairs `i < j`, with
 `T_ij = 1 / (d_ij + 1)` of the channel positions. TDANN correlates units within random
 neighbourhoods of its sheet; a conv layer has few enough channels to use all pairs.
+
+Finite and exact for any finite float32 output, with no branch on device values: each channel
+is divided by a power of two before its moments (`channel_scale.rescale_channels`;
+correlations do not depend on it).
 """
 
 import numpy as np
 from keras import ops
+
+from keras_topo import channel_scale, tensor_constants
 
 EPS = 1e-8
 
@@ -34,25 +40,29 @@ def spatial_correlation_loss(outputs, target, data_format="channels_last"):
             f'objective="spatial" correlates pairwise similarities, which needs at least 3 '
             f"channels; the layer has {channels}."
         )
-    samples = ops.reshape(outputs, (-1, channels))
+    samples, floor_sq = channel_scale.rescale_channels(
+        ops.reshape(outputs, (-1, channels)), axis=0, floor_sq=EPS
+    )
     centred = samples - ops.mean(samples, axis=0, keepdims=True)
     cov = ops.matmul(ops.transpose(centred), centred)  # (C, C)
-    std = ops.sqrt(ops.maximum(ops.diagonal(cov), EPS))
+    std = ops.sqrt(ops.maximum(ops.diagonal(cov), floor_sq[0]))
     corr = cov / (std[:, None] * std[None, :])
     rows, cols = np.triu_indices(channels, 1)
     upper = ops.reshape(corr, (-1,))
-    upper = ops.take(upper, ops.convert_to_tensor(rows * channels + cols))
+    upper = ops.take(upper, tensor_constants.constant(rows * channels + cols, "int32"))
     inverse_distance = target[rows, cols].astype("float64")
     inverse_distance = inverse_distance - inverse_distance.mean()
     spread = np.linalg.norm(inverse_distance)
-    if spread < 1e-12:
+    # Under TorchDynamo the numpy above is traced into graph tensors, which no Python branch
+    # may read; the model's first (eager or symbolic) call has run this check.
+    if not tensor_constants.traced_by_dynamo() and spread < 1e-12:
         raise ValueError(
             'objective="spatial" needs channel pairs at different distances; all pairs of '
             "these positions are equally far apart. Use another topography."
         )
     inverse_distance /= spread
     upper = upper - ops.mean(upper)
-    alignment = ops.sum(upper * ops.convert_to_tensor(inverse_distance, "float32")) / ops.sqrt(
+    alignment = ops.sum(upper * tensor_constants.constant(inverse_distance, "float32")) / ops.sqrt(
         ops.maximum(ops.sum(ops.square(upper)), EPS)
     )
     return 1.0 - alignment

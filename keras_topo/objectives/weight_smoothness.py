@@ -10,16 +10,19 @@ is `1 - mean_k cos(w_k, smoothed_k)`.
 Both resizes are linear and act on rows and columns separately, so the smoothed sheet is
 `A_h S A_w^T` per filter entry, `S` the `(h, w)` sheet and `A = up @ down` the `(side, side)`
 matrix of one axis (`C (h + w)` multiply-adds per entry, not the `C^2` of one `(C, C)` matrix).
-The matrices are built here in numpy because `keras.ops.image.resize` follows TensorFlow's resize, which derives the
-sampling step from the sizes, while PyTorch uses the given scale factor (they differ whenever
-`side / factor` is not an integer).
+The matrices are built here in numpy because `keras.ops.image.resize` follows TensorFlow's
+resize, which derives the sampling step from the sizes, while PyTorch uses the given scale
+factor (they differ whenever `side / factor` is not an integer).
 """
 
 import functools
 import math
+import numbers
 
 import numpy as np
 from keras import ops
+
+from keras_topo import tensor_constants
 
 DEFAULT_SHRINK_FACTOR = 3.0
 EPS = 1e-8  # torch.nn.functional.cosine_similarity's default
@@ -50,9 +53,10 @@ def validate_shrink_factor(shrink_factor, channels):
         channels: the layer's output channels (the sheet is `sheet_shape(channels)`).
     """
     height, width = sheet_shape(channels)
-    if np.ndim(shrink_factor) == 0:
+    # Python checks, not `np.ndim`: TorchDynamo cannot trace numpy on Python numbers.
+    if isinstance(shrink_factor, numbers.Real):
         factors = (shrink_factor, shrink_factor)
-    elif np.shape(shrink_factor) == (2,):
+    elif isinstance(shrink_factor, (tuple, list, np.ndarray)) and len(shrink_factor) == 2:
         factors = tuple(shrink_factor)
     else:
         raise ValueError(f"shrink_factor must be a number or a pair (h, w), got {shrink_factor!r}.")
@@ -74,7 +78,6 @@ def _bilinear_matrix(in_size, out_size, scale=None):
     `scale` is the `scale_factor` given to `F.interpolate` (None: resized by `size`). Written
     by hand after `torch._decomp.decompositions._upsample_linear`: no library exposes the matrix.
     """
-    matrix = np.zeros((out_size, in_size))
     if out_size == in_size:
         return np.eye(in_size)
     step = 1.0 / scale if scale is not None and scale > 0 else in_size / out_size
@@ -82,10 +85,10 @@ def _bilinear_matrix(in_size, out_size, scale=None):
     lower = source.astype("int64")
     upper = np.minimum(lower + 1, in_size - 1)
     frac = np.clip(source - lower, 0.0, 1.0)
-    rows = np.arange(out_size)
-    np.add.at(matrix, (rows, lower), 1.0 - frac)
-    np.add.at(matrix, (rows, upper), frac)
-    return matrix
+    # One-hot sums, not `np.add.at`: TorchDynamo traces them (it traces into this function).
+    columns = np.arange(in_size)
+    lower_taps = (lower[:, None] == columns) * (1.0 - frac)[:, None]
+    return lower_taps + (upper[:, None] == columns) * frac[:, None]
 
 
 def _axis_smoothing(side, factor):
@@ -112,7 +115,9 @@ def weight_smoothness_loss(kernel, shrink_factor=DEFAULT_SHRINK_FACTOR):
     factors = validate_shrink_factor(shrink_factor, channels)
     height, width = sheet_shape(channels)
     weights = ops.transpose(ops.reshape(ops.cast(kernel, "float32"), (-1, channels)))  # (C, E)
-    rows, cols = (ops.convert_to_tensor(a) for a in smoothing_matrices(channels, *factors))
+    rows, cols = (
+        tensor_constants.constant(a, "float32") for a in smoothing_matrices(channels, *factors)
+    )
     sheet = ops.reshape(weights, (height, width, -1))
     sheet = ops.einsum("ij,jwe->iwe", rows, sheet)
     smoothed = ops.reshape(ops.einsum("vw,iwe->ive", cols, sheet), (channels, -1))
