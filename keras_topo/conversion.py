@@ -3,7 +3,7 @@
 import keras
 
 from keras_topo.fast_layers import FAST_CLASSES, KERAS_CLASSES
-from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
+from keras_topo.layer_selection import carries_a_map, is_topographic, select_layers, walk_layers
 from keras_topo.topographic_conv import PLAIN_CLASSES, TOPOGRAPHIC_CLASSES
 from keras_topo.topographic_regularizer import TopographicRegularizer
 from keras_topo.topography import Topography
@@ -21,8 +21,10 @@ def make_topographic(
 
     Args:
         model: a built `keras.Sequential` or functional `keras.Model`.
-        layers: None (every Conv1D/2D/3D), names, layers, or a predicate `layer -> bool`
-            (`keras_topo.layer_selection.select_layers`).
+        layers: None (every Conv1D/2D/3D that can carry a map: at least 3 filters, not a
+            squeeze-and-excitation conv on a globally pooled 1 x 1 input; see
+            `keras_topo.layer_selection.carries_a_map`), names, layers, or a predicate
+            `layer -> bool` (`keras_topo.layer_selection.select_layers`).
         topography: a `keras_topo.Topography`, a scheme name or explicit positions.
         regularize_other_layers: allow `layers` to choose non-convolution layers.
         **settings: fields of `Topography` replacing those of `topography`: `weight` (lambda),
@@ -37,7 +39,13 @@ def make_topographic(
         return _convertible(layer) or (regularize_other_layers and _regularizable(layer))
 
     kind = "Conv1D/Conv2D/Conv3D" + (" or regularizable" if regularize_other_layers else "")
-    chosen = select_layers(model, layers, candidate, kind, default=_convertible)
+    chosen = select_layers(
+        model,
+        layers,
+        candidate,
+        kind,
+        default=lambda layer: _convertible(layer) and carries_a_map(layer),
+    )
     chosen_ids = {id(layer) for layer in chosen}
     per_layer = topography.layer_weight(len(chosen))
 

@@ -24,6 +24,25 @@ def walk_layers(model):
     yield from walk(model)
 
 
+MIN_MAP_CHANNELS = 3  # fewer channels carry no map: map scores need 3 (one pair of distances)
+
+
+def carries_a_map(layer):
+    """Whether a conv layer's channels can form a map: the default rule of `make_topographic`.
+
+    Left out: layers with fewer than `MIN_MAP_CHANNELS` filters, and squeeze-and-excitation
+    convs, i.e. convs whose every call reads a spatially 1 x ... x 1 input (a globally pooled
+    vector such as `GlobalAveragePooling2D(keepdims=True)` or `ops.mean(x, (1, 2),
+    keepdims=True)`): they gate the channels of another layer and have no spatial response.
+    """
+    if getattr(layer, "filters", 0) < MIN_MAP_CHANNELS:
+        return False
+    shapes = [node.arguments.keras_tensors[0].shape for node in layer._inbound_nodes]
+    spatial = getattr(layer, "data_format", "channels_last") == "channels_last"
+    pooled = [all(d == 1 for d in (s[1:-1] if spatial else s[2:])) for s in shapes]
+    return not (pooled and all(pooled))
+
+
 def is_topographic(layer):
     """True for keras-topo's topographic layers (they carry `positions` and `topography`)."""
     from keras_topo.topographic_conv import TopographicMixin

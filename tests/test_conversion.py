@@ -80,6 +80,23 @@ def test_sequential_and_nested_models():
     assert layer.positions.shape == (4, 3)
 
 
+def test_default_leaves_out_too_small_and_squeeze_excite_convs():
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="body")(inputs)
+    tiny = keras.layers.Conv2D(2, 3, padding="same", name="tiny")(x)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = keras.layers.Conv2D(4, 1, activation="relu", name="se_reduce")(s)
+    s = keras.layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(s)
+    x = keras.layers.Multiply()([x, s])
+    m = keras.ops.mean(x, axis=(1, 2), keepdims=True)
+    m = keras.layers.Conv2D(4, 1, name="mean_reduce")(m)
+    model = keras.Model(inputs, [x, tiny, m])
+    topo = keras_topo.make_topographic(model)
+    assert [layer.name for layer in keras_topo.topographic_layers(topo)] == ["body"]
+    chosen = keras_topo.make_topographic(model, layers=["tiny", "se_reduce"])
+    assert {layer.name for layer in keras_topo.topographic_layers(chosen)} == {"tiny", "se_reduce"}
+
+
 def test_copy_trains_with_fit():
     topo = keras_topo.make_topographic(functional_model())
     topo.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

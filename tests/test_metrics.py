@@ -206,3 +206,24 @@ def test_report_averages_map_scores_over_layers_then_seeds():
     assert row["smoothness_mean"] == pytest.approx(0.15)
     assert row["selectivity_morans_i_mean"] == pytest.approx(0.25)
     assert "| cifar10 | resnet18 | grid-2d | 0.350 | 0.150 | 0.250 |" in report.to_markdown([row])
+
+
+def test_nested_layers_are_measured_and_too_small_ones_skipped_with_a_note():
+    """A topographic layer inside a nested model scores as it does at the top level; a
+    2-channel one is skipped (warning and entry) instead of refusing the model."""
+    x, y = class_images(60)
+    flat, conv, _ = map_model()
+    inputs = keras.Input((4, 4, CLASSES))
+    inner = keras.Model(inputs, conv(inputs), name="inner")
+    outer_inputs = keras.Input((4, 4, CLASSES))
+    features = inner(outer_inputs)
+    tiny = keras_topo.TopographicConv2D(2, 1, topography="grid", name="tiny")(features)
+    pooled = keras.layers.GlobalAveragePooling2D()
+    outer = keras.Model(outer_inputs, [pooled(features), pooled(tiny)])
+    want = measure_topography(flat, x, y, permutations=9)[conv.name]
+    with pytest.warns(UserWarning, match="skips layer 'tiny': 2 channels"):
+        got = measure_topography(outer, x, y, permutations=9)
+    assert list(got) == [conv.name, "tiny"]
+    assert got["tiny"] == {"channels": 2, "skipped": "2 channels: map scores need at least 3"}
+    for key in ("distance_correlation", "smoothness", "selectivity_morans_i"):
+        assert got[conv.name][key] == pytest.approx(want[key], rel=1e-5)

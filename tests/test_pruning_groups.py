@@ -135,13 +135,15 @@ def test_residual_group_couples_both_producers_and_the_consumer():
 def test_concat_se_and_raw_ops_are_one_traceable_graph():
     model = concat_se_raw_ops()
     groups = channel_groups(model)
-    a, b, se = (group_of(groups, n) for n in ("a", "b", "se_expand"))
+    a, b = (group_of(groups, n) for n in ("a", "b"))
     assert (a.size, b.size) == (4, 6) and a is not b
-    assert se.blocked == ["'se_mul' merges tensors of different channel structure"]
-    # the concatenation (4 + 6) meets the SE scale (one 10-channel space): not matchable block
-    # by block, so both sides stay whole; the pruner says so instead of guessing
-    assert not a.prunable and not b.prunable
-    assert group_of(groups, "se_reduce").prunable
+    # the concatenation (4 + 6) meets the SE scale (one 10-channel space): the scale's space
+    # is cut at the concatenation's offset, its two parts couple with a and b
+    assert [g for g in groups if "se_expand" in [m.name for m in g.members]][:2] == [a, b]
+    assert a.prunable and b.prunable and group_of(groups, "se_reduce").prunable
+    removed = assert_mask_equals_remove(model)
+    widths = [removed.get_layer(n).filters for n in ("a", "b", "se_reduce", "se_expand")]
+    assert widths == [2, 3, 1, 2 + 3]
 
 
 def test_se_scale_couples_with_the_scaled_tensor():
@@ -395,9 +397,8 @@ def test_subclassed_model_raises_and_input_model_is_never_modified():
     model = concat_se_raw_ops()
     before = [w.copy() for w in model.get_weights()]
     names = [layer.name for layer in model.layers]
-    with pytest.warns(UserWarning, match="not pruned"):  # the concatenation's groups
-        prune_channels(model, 0.5, layers=ALL_CONVS, mode="mask")
-        prune_channels(model, 0.5, layers=ALL_CONVS)
+    prune_channels(model, 0.5, layers=ALL_CONVS, mode="mask")
+    prune_channels(model, 0.5, layers=ALL_CONVS)
     assert [layer.name for layer in model.layers] == names
     for old, new in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)

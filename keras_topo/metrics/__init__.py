@@ -6,6 +6,8 @@
 random arrangement of the same channels.
 """
 
+import warnings
+
 import numpy as np
 
 from keras_topo import layer_selection, positions
@@ -38,7 +40,8 @@ def measure_topography(
     """Map scores of each topographic layer of `model` on inputs `x` (and labels `y`).
 
     Args:
-        model: a built Keras model with topographic layers (found through nested models).
+        model: a built functional or Sequential model with topographic layers (nested models
+            are inlined: their layers are measured where they sit).
         x: inputs `(N, ...)` (array-like), or an iterable of batches (e.g. a `tf.data.Dataset`)
             yielding `inputs` or `(inputs, labels)`; labels from the batches take `y`'s role.
         y: class labels `(N,)` (ints) or one-hot `(N, K)`, or None (no selectivity scores).
@@ -53,25 +56,36 @@ def measure_topography(
         `{layer_name: scores}` in model order; `scores` holds the floats named in `SCORES`
         (the selectivity ones only with labels), `channels`, `positions` `(C, dim)` list,
         `curve` (`distance`, `similarity`, `pairs`, `shuffled_low`, `shuffled_high` lists,
-        5th/95th percentiles) and, with labels, `preferred_class` per channel.
+        5th/95th percentiles) and, with labels, `preferred_class` per channel. A layer with
+        fewer than 3 channels (`layer_selection.MIN_MAP_CHANNELS`) carries no map: it is
+        skipped with a warning, its entry `{"channels": C, "skipped": reason}`.
 
     Raises:
         ValueError: no topographic layer, labels whose length differs from `x`, `y` given
-            with a dataset that yields labels, a layer with fewer than 3 channels, no input.
+            with a dataset that yields labels, a subclassed model, no input.
     """
     chosen = layer_selection.select_layers(
         model, layers, layer_selection.is_topographic, "topographic"
     )
+    skipped = {}
     for layer in chosen:
-        if layer.filters < 3:
-            raise ValueError(
-                f"Layer {layer.name!r} has {layer.filters} channels: map scores need at least 3."
+        if layer.filters < layer_selection.MIN_MAP_CHANNELS:
+            skipped[layer.name] = {
+                "channels": int(layer.filters),
+                "skipped": f"{layer.filters} channels: map scores need at least "
+                f"{layer_selection.MIN_MAP_CHANNELS}",
+            }
+            warnings.warn(
+                f"measure_topography skips layer {layer.name!r}: {skipped[layer.name]['skipped']}.",
+                stacklevel=2,
             )
-    statistics = _accumulate(model, chosen, x, y, batch_size)
-    return {
+    measured = [layer for layer in chosen if layer.name not in skipped]
+    statistics = _accumulate(model, measured, x, y, batch_size) if measured else []
+    scores = {
         layer.name: _scores(layer, stats, bins, permutations, shuffles, seed)
-        for layer, stats in zip(chosen, statistics, strict=True)
+        for layer, stats in zip(measured, statistics, strict=True)
     }
+    return {layer.name: skipped.get(layer.name) or scores[layer.name] for layer in chosen}
 
 
 def _scores(layer, stats, bins, permutations, shuffles, seed):
@@ -109,30 +123,46 @@ def _nan_to_none(values):
     return [None if np.isnan(v) else float(v) for v in values]
 
 
-def _accumulate(model, layers, x, y, batch_size):
-    """One `ChannelStatistics` per layer, from the layers' pre-activation outputs on `x`.
+def _accumulate(model, layers, x, y, batch_size, make_statistics=ChannelStatistics):
+    """One `make_statistics(channels)` per layer (default `ChannelStatistics`), fed the layers'
+    pre-activation outputs on `x` through its `update(responses, labels)`.
 
     The outputs are read from a plain copy of the model (`strip_topography`: same weights, no
-    topographic losses to compute) whose chosen layers have their activation removed.
+    topographic losses to compute), inlined into one functional graph (nested models included,
+    as the pruner sees it: `keras_topo.pruning.graph.InlinedGraph`), whose chosen layers have
+    their activation removed. A layer called more than once is read at its first call.
     """
     import keras
 
     from keras_topo.conversion import strip_topography
+    from keras_topo.pruning.graph import InlinedGraph
 
     try:
         plain = strip_topography(model)
-        probes = [plain.get_layer(layer.name) for layer in layers]
-        inputs = plain.inputs[0] if len(plain.inputs) == 1 else plain.inputs
-        for layer in probes:
-            layer.activation = None  # the copy's own layers: the model is untouched
-        probe = keras.Model(inputs, [layer.output for layer in probes])
-    except (ValueError, AttributeError) as error:
+        graph = InlinedGraph(plain)
+    except ValueError as error:
         raise ValueError(
-            "measure_topography reads the layers' outputs with a sub-model of a copy of "
-            f"{model.name!r}, which needs a functional or Sequential model whose topographic "
-            f"layers are called on its inputs (not inside a nested model): {error}"
+            f"measure_topography needs a functional or Sequential model: {error}"
         ) from error
-    statistics = [ChannelStatistics(layer.filters) for layer in layers]
+    copies = {
+        id(a): b
+        for a, b in zip(
+            layer_selection.walk_layers(model), layer_selection.walk_layers(plain), strict=True
+        )
+    }
+    probes = [copies[id(layer)] for layer in layers]
+    for layer in probes:
+        layer.activation = None  # the copy's own layers: the model is untouched
+    read = {}
+
+    def call(call, args, kwargs):
+        outputs = call.op(*args, **kwargs)
+        read.setdefault(id(call.op), outputs)
+        return outputs
+
+    flat, _ = graph.replay(call)
+    probe = keras.Model(flat.inputs, [read[id(layer)] for layer in probes])
+    statistics = [make_statistics(layer.filters) for layer in layers]
     seen = 0
     for inputs, labels in _batches(x, y, batch_size):
         outputs = probe.predict_on_batch(inputs)

@@ -5,7 +5,8 @@ channels (`channel_groups(model)`: through residual sums, concatenations, depthw
 nested models and raw `keras.ops`) as one unit, or as the paper does, layer by layer
 (`coupling="expand"`). `mode="remove"` rebuilds a smaller model, `mode="mask"` zeroes weights;
 both compute the same function. `register_handler` teaches the pruner a custom layer;
-`compare(model_a, model_b)` reports parameters, MACs and measured latency.
+`compare(model_a, model_b)` reports parameters, MACs and measured latency; `replay(model,
+history)` applies a recorded pruning (`PruningReport.history`, JSON) to another checkpoint.
 """
 
 from keras_topo.pruning.cost import (
@@ -25,6 +26,7 @@ from keras_topo.pruning.handlers import (
     Producer,
     register_handler,
 )
+from keras_topo.pruning.history import PruningHistory, replay
 from keras_topo.pruning.prune import prune_channels
 from keras_topo.pruning.report import PruningReport
 
@@ -35,6 +37,7 @@ __all__ = [
     "ExpandChannels",
     "Follower",
     "Producer",
+    "PruningHistory",
     "PruningReport",
     "channel_groups",
     "compare",
@@ -45,4 +48,5 @@ __all__ = [
     "measure_latency",
     "prune_channels",
     "register_handler",
+    "replay",
 ]

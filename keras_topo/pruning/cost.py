@@ -10,6 +10,9 @@ from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 
+from keras_topo.pruning.attention import AttentionHeads, attention_macs
+from keras_topo.pruning.handlers import get_handler
+
 
 def count_params(model):
     """Number of trainable parameters (as torch's `sum(p.numel())`; BN statistics excluded)."""
@@ -21,9 +24,10 @@ def count_macs(model):
 
     Counted: `Conv1D/2D/3D` (`H' W' C_out kh kw C_in / groups`), `DepthwiseConv1D/2D`
     (`H' W' C_out kh kw`), `SeparableConv1D/2D` (depthwise and pointwise parts), `Dense`
-    (`positions * C_in * units`), recursively inside nested models. Other layers (batch norm,
-    activations, pooling, additions) are not counted, as in the usual MAC tables. Needs a model
-    with a static input shape.
+    (`positions * C_in * units`), `MultiHeadAttention` and `GroupQueryAttention`
+    (`keras_topo.pruning.attention.attention_macs`), recursively inside nested models. Other
+    layers (batch norm, activations, pooling, additions) are not counted, as in the usual MAC
+    tables. Needs a model with a static input shape.
     """
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs[0], model.outputs[0])
@@ -35,6 +39,9 @@ def count_macs(model):
                 continue
             if isinstance(node.operation, keras.Model):
                 total += count_macs(node.operation)
+                continue
+            if isinstance(get_handler(node.operation), AttentionHeads):
+                total += attention_macs(node.operation, node.arguments)
                 continue
             total += _layer_macs(node.operation, node.input_tensors[0].shape, node.outputs[0].shape)
     return int(total)

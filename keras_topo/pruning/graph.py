@@ -3,7 +3,9 @@
 Every tensor's last axis (its channels) is described by a layout: a tuple of `Block`s, each a
 run of channels of one *channel space*. Producers (convs, dense layers) create spaces; per-channel
 layers pass them on; `Add` & co merge the spaces of their inputs (union-find); `Concatenate`
-puts layouts side by side. The merged spaces are the *groups*: channel `c` of a group is
+puts layouts side by side; a split or channel slice (`keras.ops.split`, `x[..., a:b]`) cuts
+the spaces it crosses into sub-spaces at its bounds (every space of the group alike), and so does
+a merge of layouts cut at different places. The merged spaces are the *groups*: channel `c` of a group is
 pruned from every producer, per-channel layer and consumer of all its spaces at once (the idea
 of Torch-Pruning's DepGraph, Fang et al., CVPR 2023; written here for Keras' functional graph).
 
@@ -18,7 +20,7 @@ import keras
 import numpy as np
 from keras.src.models.functional import Functional
 
-from keras_topo.pruning.handlers import Block, get_handler
+from keras_topo.pruning.handlers import Block, get_handler, layer_weights
 
 
 class TensorKey(str):
@@ -37,6 +39,7 @@ class Call:
 
 
 ROLES = ("produces", "passes", "reads")
+INNER = "inner"  # `op_spaces` index of an op's inner channel space (`ChannelGraph.inner_space`)
 
 
 @dataclasses.dataclass
@@ -83,26 +86,16 @@ class ChannelGroups(list):
         return "\n".join(repr(group) for group in self)
 
 
-class ChannelGraph:
-    """The inlined call graph of a model and the channel layout of every tensor."""
+class InlinedGraph:
+    """The call graph of a functional or Sequential model with nested models inlined (any
+    depth): `calls` in order, tensors named by `TensorKey`s (`shapes`: key -> original
+    KerasTensor), the model's `inputs` and `outputs` keys."""
 
     def __init__(self, model):
         self.model = model
         self.calls = []
         self.shapes = {}  # key -> KerasTensor of the original graph (shape, dtype)
         self.inputs, self.outputs = self._inline(model, None, ())
-        self.parent = []  # union-find over spaces
-        self.sizes = []
-        self.space_members = []
-        self.space_blocked = []
-        self.space_entries = []
-        self.layouts = {}
-        self.op_spaces = {}  # (id(op), output index) -> space, shared by all calls of op
-        self.first_inputs = {}  # id(op) -> input layouts of its first call
-        self.arguments = []
-        self._trace()
-
-    # --- inlining ---------------------------------------------------------------------------
 
     def _inline(self, model, bound, scope):
         """Appends the calls of `model` to `self.calls`; returns (input keys, output keys)."""
@@ -110,7 +103,7 @@ class ChannelGraph:
         if not isinstance(functional, Functional):
             raise ValueError(
                 f"Model {model.name!r} ({type(model).__name__}) has no functional graph to "
-                "prune: a subclassed model cannot be rebuilt. Rewrite it with the functional "
+                "inline: a subclassed model cannot be rebuilt. Rewrite it with the functional "
                 "API, or build the Sequential model with a keras.Input."
             )
         inputs = keras.tree.flatten(functional.inputs)
@@ -142,6 +135,58 @@ class ChannelGraph:
         outputs = [keys[id(t)] for t in keras.tree.flatten(functional.outputs)]
         return [keys[id(t)] for t in inputs], outputs
 
+    def replay(self, call_fn, input_name=lambda name: name):
+        """A new flat functional model: each call replaced by `call_fn(call, args, kwargs)`
+        (`args`, `kwargs`: the call's arguments on the new tensors), on new `keras.Input`s
+        named `input_name(original input layer name)`.
+
+        Returns:
+            `(model, tensors)`: `tensors` maps each key to its new tensor.
+        """
+        functional = self.model
+        if isinstance(functional, keras.Sequential):
+            functional = functional._functional
+        tensors, inputs = {}, []
+        for key in self.inputs:
+            original = self.shapes[key]
+            name = input_name(original._keras_history.operation.name)
+            inputs.append(keras.Input(batch_shape=original.shape, dtype=original.dtype, name=name))
+            tensors[key] = inputs[-1]
+        for call in self.calls:
+            args, kwargs = keras.tree.map_structure(
+                lambda x: tensors[x] if isinstance(x, TensorKey) else x, (call.args, call.kwargs)
+            )
+            outputs = keras.tree.flatten(call_fn(call, args, kwargs))
+            for key, tensor in zip(call.outputs, outputs, strict=True):
+                tensors[key] = tensor
+        model = keras.Model(
+            keras.tree.pack_sequence_as(functional._inputs_struct, inputs),
+            keras.tree.pack_sequence_as(
+                functional._outputs_struct, [tensors[key] for key in self.outputs]
+            ),
+            name=self.model.name,
+        )
+        return model, tensors
+
+
+class ChannelGraph(InlinedGraph):
+    """The inlined call graph of a model and the channel layout of every tensor."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.parent = []  # union-find over spaces
+        self.sizes = []
+        self.space_members = []
+        self.space_blocked = []
+        self.space_entries = []
+        self.children = {}  # a space cut into sub-spaces -> (head, tail)
+        self.layouts = {}
+        self.op_spaces = {}  # (id(op), output index) -> space, shared by all calls of op
+        self.first_inputs = {}  # id(op) -> input layouts of its first call
+        self.arguments = []
+        self.call = None
+        self._trace()
+
     # --- channel spaces ---------------------------------------------------------------------
 
     def new_space(self, size):
@@ -163,25 +208,111 @@ class ChannelGraph:
         key = (id(op), index)
         if key not in self.op_spaces:
             self.op_spaces[key] = self.new_space(size)
-        return self.op_spaces[key]
+        return self.resolve(self.op_spaces[key])
+
+    def inner_space(self, op, size):
+        """The layout of a channel space inside `op` that no tensor carries (attention heads):
+        it indexes some of op's weights; its handler's `weight_axes` and `config` see it after
+        the outputs' layouts, and selecting op in `layers=` prunes it (`selected_layout`)."""
+        return self.output_space(op, size, index=INNER)
+
+    def inner_layouts(self, op):
+        """`[layout of op's inner space]`, or `[]` when it has none."""
+        key = (id(op), INNER)
+        return [self.resolve(self.op_spaces[key])] if key in self.op_spaces else []
+
+    def selected_layout(self, op):
+        """The channels that selecting `op` in `layers=` prunes: its inner space if it has one,
+        else the space its first output makes (`()` when it makes none)."""
+        return (self.inner_layouts(op) or [self.op_spaces.get((id(op), 0), ())])[0]
 
     def merge(self, layouts, name):
         """Couples layouts of equal width channel by channel; returns the merged layout.
 
-        Layouts made of different blocks (e.g. a concatenation added to a conv output) cannot
-        be matched block by block: their spaces are blocked instead."""
-        first = layouts[0]
-        if any(len(lay) != len(first) for lay in layouts) or any(
-            self.sizes[self.find(a.space)] != self.sizes[self.find(b.space)] or a.inner != b.inner
-            for lay in layouts
-            for a, b in zip(lay, first, strict=True)
+        Layouts are first cut at each other's block bounds (a concatenation added to a conv
+        output cuts the conv's space); where a cut falls inside a depthwise conv's channel
+        block (`inner > 1`) or the blocks still differ, their spaces are blocked instead."""
+        bounds = sorted({b for layout in layouts for b in self._bounds(layout)})
+        cut = [self._cut(layout, bounds) for layout in layouts]
+        first = cut[0]
+        if any(
+            lay is None
+            or len(lay) != len(first)
+            or any(
+                self.sizes[self.find(a.space)] != self.sizes[self.find(b.space)]
+                or a.inner != b.inner
+                for a, b in zip(lay, first, strict=True)
+            )
+            for lay in cut
         ):
             self.block(layouts, f"{name!r} merges tensors of different channel structure")
-            return first
-        for lay in layouts[1:]:
+            return self.resolve(layouts[0])
+        for lay in cut[1:]:
             for a, b in zip(lay, first, strict=True):
                 self._union(a.space, b.space)
-        return first
+        return self.resolve(first)
+
+    def channel_range(self, layout, start, stop):
+        """The layout of channels `[start, stop)` of a tensor of `layout` (spaces cut at the
+        bounds), or None when a bound falls inside a depthwise conv's channel block."""
+        layout = self._cut(layout, [start, stop])
+        if layout is None:
+            return None
+        part, offset = [], 0
+        for block in layout:
+            width = self.sizes[self.find(block.space)] * block.inner
+            if start <= offset and offset + width <= stop:
+                part.append(block)
+            offset += width
+        return tuple(part)
+
+    def resolve(self, layout):
+        """`layout` with every cut space replaced by its sub-spaces."""
+        if layout is None:
+            return None
+        out = []
+        for block in layout:
+            root = self.find(block.space)
+            if root in self.children:
+                out.extend(self.resolve(tuple(Block(c, block.inner) for c in self.children[root])))
+            else:
+                out.append(block)
+        return tuple(out)
+
+    def _bounds(self, layout):
+        offsets = np.cumsum([0] + [self.sizes[self.find(b.space)] * b.inner for b in layout])
+        return [int(o) for o in offsets]
+
+    def _cut(self, layout, bounds):
+        """`layout` resolved with its spaces cut at the channel positions `bounds`; None when
+        a bound falls inside a block's inner channels."""
+        layout = self.resolve(layout)
+        for bound in bounds:
+            offset = 0
+            for block in layout:
+                width = self.sizes[self.find(block.space)] * block.inner
+                if offset < bound < offset + width:
+                    if (bound - offset) % block.inner:
+                        return None
+                    self._split_space(self.find(block.space), (bound - offset) // block.inner)
+                    layout = self.resolve(layout)
+                    break
+                offset += width
+        return layout
+
+    def _split_space(self, root, head):
+        """Cuts root space `root` into sub-spaces of `head` and `size - head` channels; they
+        inherit its members, blocking reasons and weight entries (whose layouts resolve)."""
+        parts = []
+        for size in (head, self.sizes[root] - head):
+            (block,) = self.new_space(size)
+            self.space_members[block.space] = list(self.space_members[root])
+            self.space_blocked[block.space] = list(self.space_blocked[root])
+            self.space_entries[block.space] = list(self.space_entries[root])
+            parts.append(block.space)
+        for table in (self.space_members, self.space_blocked, self.space_entries):
+            table[root] = []
+        self.children[root] = tuple(parts)
 
     def _union(self, a, b):
         a, b = self.find(a), self.find(b)
@@ -194,7 +325,7 @@ class ChannelGraph:
 
     def block(self, layouts, reason):
         for layout in layouts:
-            for block in layout or ():
+            for block in self.resolve(layout) or ():
                 reasons = self.space_blocked[self.find(block.space)]
                 if reason not in reasons:
                     reasons.append(reason)
@@ -212,16 +343,28 @@ class ChannelGraph:
             self._trace_call(call)
         for key in self.outputs:
             self.block([self.layouts[key]], "model output")
+        self._resolve_all()
+
+    def _resolve_all(self):
+        """Rewrites every stored layout over uncut spaces only."""
+        for key, layout in self.layouts.items():
+            self.layouts[key] = self.resolve(layout)
+        for key, layout in self.op_spaces.items():
+            self.op_spaces[key] = self.resolve(layout)
+        for entries in self.space_entries:
+            entries[:] = [(op, n, axis, self.resolve(lay)) for op, n, axis, lay in entries]
 
     def _trace_call(self, call):
         op, handler = call.op, get_handler(call.op)
-        in_layouts = [self.layouts[k] for k in call.inputs]
+        in_layouts = [self.resolve(self.layouts[k]) for k in call.inputs]
         inputs = list(zip([self.shapes[k] for k in call.inputs], in_layouts, strict=True))
         outputs = [self.shapes[k] for k in call.outputs]
+        self.call = call
         self.arguments = [
             a for a in keras.tree.flatten((call.args, call.kwargs)) if not isinstance(a, TensorKey)
         ]
         out_layouts = list(handler.trace(op, inputs, outputs, self))
+        in_layouts = [self.resolve(layout) for layout in in_layouts]  # cut by the handler
         for i, (tensor, layout) in enumerate(zip(outputs, out_layouts, strict=True)):
             if layout is not None and self.width(layout) != tensor.shape[-1]:
                 self.block([layout, *in_layouts], f"{op.name!r} changes the channel count")
@@ -239,18 +382,21 @@ class ChannelGraph:
         self._record(op, handler, in_layouts, out_layouts)
 
     def _record(self, op, handler, in_layouts, out_layouts):
-        made = [self.op_spaces.get((id(op), i), ()) for i in range(len(out_layouts))]
-        produced = {self.find(b.space) for layout in made for b in layout}
+        in_layouts = [self.resolve(layout) for layout in in_layouts]
+        out_layouts = [self.resolve(layout) for layout in out_layouts]
+        inner = self.inner_layouts(op)
+        made = [self.resolve(self.op_spaces.get((id(op), i), ())) for i in range(len(out_layouts))]
+        produced = {self.find(b.space) for layout in made + inner for b in layout}
         ins = {self.find(b.space) for lay in in_layouts for b in lay}
-        outs = {self.find(b.space) for lay in out_layouts for b in lay}
+        outs = {self.find(b.space) for lay in out_layouts + inner for b in lay}
         for space in ins | outs:
             if space in produced:
                 role = "produces"
             else:
                 role = "passes" if space in outs else "reads"
             self.space_members[space].append(Member(op.name, role))
-        variables = {v.name: v for v in getattr(op, "weights", [])}
-        for name, axes in handler.weight_axes(op, in_layouts, out_layouts).items():
+        variables = layer_weights(op)
+        for name, axes in handler.weight_axes(op, in_layouts, out_layouts + inner).items():
             for axis, layout in axes:
                 if name not in variables or variables[name].shape[axis] != self.width(layout):
                     reason = f"{op.name!r}: its handler does not match its variable {name!r}"
@@ -262,7 +408,7 @@ class ChannelGraph:
     def kept(self, layout, kept_by_space):
         """Indices kept in a tensor of `layout`, given kept channel indices per root space."""
         parts, offset = [], 0
-        for block in layout:
+        for block in self.resolve(layout):
             space = self.find(block.space)
             size = self.sizes[space]
             kept = kept_by_space.get(space)
@@ -278,6 +424,8 @@ class ChannelGraph:
         groups, by_root = ChannelGroups(), {}
         for space in range(len(self.parent)):
             root = self.find(space)
+            if root in self.children:
+                continue  # cut into sub-spaces: its channels are theirs
             if root not in by_root:
                 by_root[root] = ChannelGroup(len(groups), self.sizes[root])
                 group = by_root[root]

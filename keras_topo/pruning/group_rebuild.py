@@ -12,8 +12,7 @@ Nested models are inlined: the result is one flat functional model.
 import keras
 import numpy as np
 
-from keras_topo.pruning.graph import TensorKey
-from keras_topo.pruning.handlers import get_handler
+from keras_topo.pruning.handlers import get_handler, layer_weights
 from keras_topo.pruning.layer_copy import UniqueNames, from_config_zero_init, restore_initializers
 
 
@@ -37,38 +36,23 @@ class _GroupRebuilder:
         self.unique = UniqueNames()
 
     def run(self):
-        graph = self.graph
-        functional = graph.model
-        if isinstance(functional, keras.Sequential):
-            functional = functional._functional
-        tensors = {}
-        inputs = []
-        for key in graph.inputs:
-            original = graph.shapes[key]
-            name = self.unique(original._keras_history.operation.name)
-            inputs.append(keras.Input(batch_shape=original.shape, dtype=original.dtype, name=name))
-            tensors[key] = inputs[-1]
-        for call in graph.calls:
-            args, kwargs = keras.tree.map_structure(
-                lambda x: tensors[x] if isinstance(x, TensorKey) else x, (call.args, call.kwargs)
-            )
-            outputs = keras.tree.flatten(self.call(call, args, kwargs))
-            for key, tensor in zip(call.outputs, outputs, strict=True):
-                tensors[key] = tensor
-        outputs = [tensors[key] for key in graph.outputs]
-        return keras.Model(
-            keras.tree.pack_sequence_as(functional._inputs_struct, inputs),
-            keras.tree.pack_sequence_as(functional._outputs_struct, outputs),
-            name=graph.model.name,
-        )
+        return self.graph.replay(self.call, self.unique)[0]
 
     def call(self, call, args, kwargs):
         op = call.op
-        if not isinstance(op, keras.layers.Layer):
-            return op(*args, **kwargs)  # a raw keras.ops operation: stateless, reused
         handler = get_handler(op)
         in_layouts = [self.graph.layouts[k] for k in call.inputs]
         out_layouts = [self.graph.layouts[k] for k in call.outputs]
+        if not isinstance(op, keras.layers.Layer):  # a raw keras.ops operation: stateless
+            if self.narrow:
+                in_kept = [self.graph.kept(lay, self.kept_by_space) for lay in in_layouts]
+                out_kept = [self.graph.kept(lay, self.kept_by_space) for lay in out_layouts]
+                inputs = [self.graph.shapes[k] for k in call.inputs]
+                op, args, kwargs = handler.narrowed_call(
+                    op, args, kwargs, inputs, in_kept, out_kept
+                )
+            return op(*args, **kwargs)
+        out_layouts += self.graph.inner_layouts(op)  # attention heads, after the outputs
         axes = handler.weight_axes(op, in_layouts, out_layouts)
         slices = {
             name: [(axis, self.graph.kept(layout, self.kept_by_space)) for axis, layout in entries]
@@ -96,9 +80,9 @@ class _GroupRebuilder:
         layer = from_config_zero_init(op.__class__, config)
         outputs = layer(*args, **kwargs)
         restore_initializers(layer, config)
-        for old, new in zip(op.weights, layer.weights, strict=True):
+        for (name, old), new in zip(layer_weights(op).items(), layer.weights, strict=True):
             value = keras.ops.convert_to_numpy(old)
-            for axis, kept in slices.get(old.name, []):
+            for axis, kept in slices.get(name, []):
                 value = _narrow(value, axis, kept) if self.narrow else _mask(value, axis, kept, old)
             new.assign(value.astype(new.dtype))
         return layer, outputs

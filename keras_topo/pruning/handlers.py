@@ -9,8 +9,15 @@ operation class, for the channels (last axis, channels_last) of its tensors:
 - `weight_axes(op, in_layouts, out_layouts)`: `{variable name: [(axis, layout), ...]}`, which
   axes of which variables are indexed by which channels (a conv kernel: input channels on
   axis -2, output channels on axis -1);
-- `config(op, in_kept, out_kept)`: the config of the narrowed copy, given the kept indices of
-  each input and output (e.g. `filters=len(out_kept[0])`).
+- `config(op, in_kept, out_kept)`: the config of the narrowed copy of a layer, given the kept
+  indices of each input and output (e.g. `filters=len(out_kept[0])`);
+- `narrowed_call(op, args, kwargs, inputs, in_kept, out_kept)`: for a raw `keras.ops`
+  operation (no config, no weights), the operation and arguments of its call on the narrowed
+  inputs `args` (a split at new indices, a channel slice with new bounds, a per-channel
+  constant sliced); `inputs` are the original input tensors (their shapes).
+
+Raw ops appear in a functional graph as `keras.ops` `Operation`s (`keras.ops.pad(x, ...)` on a
+`KerasTensor` records a `keras.src.ops.numpy.Pad`); they are registered below like layers.
 
 Users teach the pruner their own layers with `register_handler(LayerClass, handler)`; a class
 without a handler is "unknown": the groups of all its inputs and outputs are left unpruned, with a
@@ -18,6 +25,7 @@ warning naming it when a selected layer's group is affected.
 """
 
 import dataclasses
+import itertools
 
 import keras
 import numpy as np
@@ -52,8 +60,9 @@ class ChannelHandler:
     def trace(self, op, inputs, outputs, graph):
         """Layouts of `outputs` (KerasTensors) from `inputs` (list of `(tensor, layout)`);
         None entries are untraceable (their groups are not pruned). `graph` offers
-        `output_space(op, size)`, `merge(layouts, name)`, `block(layouts, reason)` and
-        `arguments` (the call's non-tensor arguments, e.g. the `3.0` of `x + 3.0`)."""
+        `output_space(op, size)`, `merge(layouts, name)`, `block(layouts, reason)`,
+        `channel_range(layout, start, stop)`, `arguments` (the call's non-tensor arguments,
+        e.g. the `3.0` of `x + 3.0`) and `call` (the `Call`, arguments in place)."""
         return self.untraceable(op, inputs, outputs, graph, f"unknown operation {op.name!r}")
 
     def untraceable(self, op, inputs, outputs, graph, reason):
@@ -66,6 +75,9 @@ class ChannelHandler:
 
     def config(self, op, in_kept, out_kept):
         return op.get_config()
+
+    def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
+        return op, args, kwargs
 
 
 class Follower(ChannelHandler):
@@ -94,7 +106,7 @@ class Follower(ChannelHandler):
         return getattr(op, "data_format", "channels_last") == "channels_last"
 
     def weight_axes(self, op, in_layouts, out_layouts):
-        axes, names = {}, {v.name for v in op.weights}
+        axes, names = {}, {v.name for v in getattr(op, "weights", ())}  # raw ops have none
         for name in self.weights:  # an attribute holding the variable, or the variable's name
             attribute = getattr(op, name, None)
             name = attribute.name if isinstance(attribute, keras.Variable) else name
@@ -145,14 +157,13 @@ class ScalarRescaling(Follower):
 
 
 class Reshape(Follower):
-    """`Reshape` that keeps the channel axis last and unchanged (e.g. `(C,) -> (1, 1, C)` in
-    squeeze-and-excitation blocks); any other reshape is unknown."""
-
-    shared_state = True
+    """`Reshape` layer or `keras.ops.reshape` that keeps the channel axis last and unchanged
+    (e.g. `(C,) -> (1, 1, C)` in squeeze-and-excitation blocks): in row-major order entry `f`
+    stays on channel `f % C`. Any other reshape is unknown."""
 
     def trace(self, op, inputs, outputs, graph):
         tensor, layout = inputs[0]
-        if tuple(op.target_shape)[-1] != tensor.shape[-1]:
+        if _target_shape(op)[-1] != tensor.shape[-1]:
             return ChannelHandler.trace(self, op, inputs, outputs, graph)
         return [layout]
 
@@ -160,6 +171,88 @@ class Reshape(Follower):
         config = op.get_config()
         config["target_shape"] = (*config["target_shape"][:-1], int(out_kept[0].size))
         return config
+
+    def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
+        shape = (*op.newshape[:-1], int(out_kept[0].size))
+        return np_ops.Reshape(shape), args, kwargs
+
+
+class AxisFollower(Follower):
+    """Raw ops on other axes than the channels: reductions (`mean(x, axis=(1, 2))`),
+    `expand_dims`, `squeeze`, `transpose` keeping the last axis last. Unknown when the op's
+    axes include the channel axis (or are None: all axes)."""
+
+    def __init__(self, new_axes=False):
+        super().__init__(shared_state=False)
+        self.new_axes = new_axes  # `expand_dims`: the axes index the output
+
+    def channels_last(self, op, tensor):
+        if isinstance(op, np_ops.Transpose):
+            rank = len(tensor.shape)
+            return op.axes is not None and op.axes[-1] % rank == rank - 1
+        if op.axis is None:
+            return False
+        axes = op.axis if isinstance(op.axis, (list, tuple)) else (op.axis,)
+        rank = len(tensor.shape) + (len(axes) if self.new_axes else 0)
+        return all(a % rank != rank - 1 for a in axes)
+
+
+class Split(ChannelHandler):
+    """`keras.ops.split`: along the channels, each part is a channel range of the input (the
+    groups are cut at the split points, as `Concatenate` joins them); along another axis every
+    part keeps the input's channels."""
+
+    shared_state = False
+
+    def trace(self, op, inputs, outputs, graph):
+        tensor, layout = inputs[0]
+        if not _on_last_axis(op.axis, tensor):
+            return [layout] * len(outputs)
+        bounds = _split_bounds(op.indices_or_sections, tensor.shape[-1])
+        parts = [graph.channel_range(layout, a, b) for a, b in itertools.pairwise(bounds)]
+        if any(part is None for part in parts):
+            reason = f"{op.name!r} splits inside the channels of a depthwise conv's input"
+            return self.untraceable(op, inputs, outputs, graph, reason)
+        return parts
+
+    def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
+        if not _on_last_axis(op.axis, inputs[0]):
+            return op, args, kwargs
+        indices = np.cumsum([kept.size for kept in out_kept])[:-1]
+        return np_ops.Split([int(i) for i in indices], axis=op.axis), args, kwargs
+
+
+class GetItem(ChannelHandler):
+    """`x[key]` (`keras.ops` `GetItem`): a key that leaves the channel axis alone follows its
+    input; a step-1 slice of the channel axis is a channel range (its bounds are moved to the
+    kept channels). Integer, array or `None` indices on the channels are unknown."""
+
+    shared_state = False
+
+    def trace(self, op, inputs, outputs, graph):
+        tensor, layout = inputs[0]
+        found = _channel_index(_getitem_key(graph.call.args, graph.call.kwargs), tensor)
+        if found is None:
+            reason = f"{op.name!r} indexes the channel axis other than by a step-1 slice"
+            return self.untraceable(op, inputs, outputs, graph, reason)
+        position, start, stop = found
+        if position is None:
+            return [layout]
+        part = graph.channel_range(layout, start, stop)
+        if part is None:
+            reason = f"{op.name!r} slices inside the channels of a depthwise conv's input"
+            return self.untraceable(op, inputs, outputs, graph, reason)
+        return [part]
+
+    def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
+        key = _getitem_key(args, kwargs)
+        position, start, stop = _channel_index(key, inputs[0])
+        if position is None:
+            return op, args, kwargs
+        kept = in_kept[0]
+        key = list(key)
+        key[position] = slice(*(int(i) for i in np.searchsorted(kept, [start, stop])))
+        return op, (args[0], tuple(key)), {}
 
 
 class Flatten(ChannelHandler):
@@ -281,17 +374,27 @@ class Elementwise(ChannelHandler):
     """Element-wise operations of one or more tensors (`Add`, `Multiply`, `x + 3.0`, ReLU ops):
     the full-width inputs share their channels, so their spaces become one group; inputs of
     width 1 broadcast (squeeze-and-excitation scales `(B, 1, 1, C) * (B, H, W, C)` are full
-    width and couple). A constant argument with a channel axis is unknown."""
+    width and couple). A constant argument with one entry per channel (`x * scale`, `scale`
+    of shape `(..., C)`) follows the channels (sliced in a raw op's narrowed call); a constant
+    of another width is unknown."""
 
     shared_state = False
 
     def trace(self, op, inputs, outputs, graph):
         width = outputs[0].shape[-1]
         full = [layout for tensor, layout in inputs if tensor.shape[-1] == width]
-        constants = [a for a in graph.arguments if np.ndim(a) and np.shape(a)[-1] > 1]
+        constants = [a for a in graph.arguments if np.ndim(a) and np.shape(a)[-1] not in (1, width)]
         if constants or not full or width is None:
             return super().trace(op, inputs, outputs, graph)
         return [graph.merge(full, op.name)] * len(outputs)
+
+    def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
+        def narrow(value):
+            if isinstance(value, keras.KerasTensor) or not np.ndim(value):
+                return value
+            return np.take(value, out_kept[0], axis=-1) if np.shape(value)[-1] > 1 else value
+
+        return op, *keras.tree.map_structure(narrow, (args, kwargs))
 
 
 class Concatenate(ChannelHandler):
@@ -335,9 +438,63 @@ def get_handler(op):
     return ChannelHandler()
 
 
+def _target_shape(op):
+    """The target shape of a `Reshape` layer (no batch axis) or `keras.ops` Reshape op."""
+    return tuple(op.target_shape if isinstance(op, keras.layers.Layer) else op.newshape)
+
+
+def _on_last_axis(axis, tensor):
+    rank = len(tensor.shape)
+    return axis % rank == rank - 1
+
+
+def _split_bounds(indices_or_sections, width):
+    """`[0, ..., width]`: the channel bounds of `split`'s parts."""
+    if isinstance(indices_or_sections, int):
+        step = width // indices_or_sections
+        return [i * step for i in range(indices_or_sections + 1)]
+    return [0, *indices_or_sections, width]
+
+
+def _getitem_key(args, kwargs):
+    return args[1] if len(args) > 1 else kwargs["key"]
+
+
+def _channel_index(key, tensor):
+    """Where `x[key]` indexes the channel axis of `tensor`: `(None, 0, C)` when it does not,
+    `(position in the key tuple, start, stop)` for a step-1 slice, None for anything else."""
+    key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+    rank, width = len(tensor.shape), tensor.shape[-1]
+    if any(k is None or not isinstance(k, (int, slice, type(Ellipsis))) for k in key):
+        return None
+    if Ellipsis in key:
+        after = len(key) - 1 - key.index(Ellipsis)
+        position = len(key) - 1 if after else None
+    else:
+        position = rank - 1 if len(key) == rank else None
+    if position is None:
+        return None, 0, width
+    entry = key[position]
+    if not isinstance(entry, slice) or entry.step not in (None, 1):
+        return None
+    start, stop, _ = entry.indices(width)
+    return position, start, stop
+
+
 def _is_depthwise(conv):
     """A grouped conv with one input channel per group."""
     return conv.groups > 1 and conv.kernel.shape[-2] == 1
+
+
+def layer_weights(op):
+    """`{name: variable}` of `op`'s weights, named as `weight_axes` names them: by the variable's
+    name, or, when sublayers hold variables of the same name (attention's `query/kernel` and
+    `key/kernel`), by the last two parts of its path."""
+    weights = getattr(op, "weights", [])  # raw ops have none
+    names = [v.name for v in weights]
+    if len(set(names)) < len(names):
+        names = ["/".join(v.path.split("/")[-2:]) for v in weights]
+    return dict(zip(names, weights, strict=True))
 
 
 def _is_elementwise(activation):
@@ -354,7 +511,7 @@ for _cls in (
     _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
     _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D, _L.UpSampling1D,
     _L.UpSampling2D, _L.UpSampling3D, _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D,
-    _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, StochasticDepth,
+    _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, StochasticDepth, np_ops.Pad,
 ):  # fmt: skip
     register_handler(_cls, _STATELESS)
 register_handler(_L.Softmax, ChannelHandler())  # normalises over the channels
@@ -365,7 +522,13 @@ _BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 register_handler(_L.BatchNormalization, NormalizationFollower(weights=_BN_WEIGHTS))
 register_handler(_L.LayerNormalization, NormalizationFollower(weights=("gamma", "beta")))
 register_handler(LayerScale, Follower(weights=("gamma",), config_key="projection_dim"))
-register_handler(_L.Reshape, Reshape())
+register_handler(_L.Reshape, Reshape(shared_state=True))
+register_handler(np_ops.Reshape, Reshape(shared_state=False))
+for _cls in (np_ops.Mean, np_ops.Max, np_ops.Min, np_ops.Sum, np_ops.Squeeze, np_ops.Transpose):
+    register_handler(_cls, AxisFollower())
+register_handler(np_ops.ExpandDims, AxisFollower(new_axes=True))
+register_handler(np_ops.Split, Split())
+register_handler(np_ops.GetItem, GetItem())
 register_handler(_L.Flatten, Flatten())
 register_handler(_L.Dense, Producer("units"))
 for _cls in (_L.Conv1D, _L.Conv2D, _L.Conv3D):

@@ -3,7 +3,10 @@
 import keras
 import numpy as np
 
+from keras_topo.pruning.handlers import layer_weights
+
 CRITERIA = ("l2", "l1", "random")
+CALIBRATED_CRITERIA = ("redundancy",)  # need calibration_data (keras_topo.pruning.redundancy)
 
 
 def channel_scores(kernel, criterion, rng):
@@ -68,11 +71,11 @@ def group_scores(graph, group, criterion, rng):
     root = graph.root(group)
     total = np.zeros(group.size)
     for layer, name, axis, layout in group.entries:
-        variable = {v.name: v for v in layer.weights}[name]
+        variable = layer_weights(layer)[name]
         if criterion == "bn_scale":
             if not (isinstance(layer, keras.layers.BatchNormalization) and name == "gamma"):
                 continue
-        elif not variable.trainable or name in NOT_SCORED:
+        elif not variable.trainable or name.split("/")[-1] in NOT_SCORED:  # "query/bias"
             continue
         value = np.moveaxis(keras.ops.convert_to_numpy(variable).astype("float64"), axis, 0)
         offset = 0

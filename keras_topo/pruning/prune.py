@@ -10,10 +10,13 @@ import numpy as np
 from keras.src.models.functional import Functional
 
 from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
-from keras_topo.pruning import importance, masking, rebuild
+from keras_topo.pruning import importance, masking
+from keras_topo.pruning.attention import check_heads_left
+from keras_topo.pruning.calibration import check_settings
 from keras_topo.pruning.graph import ChannelGraph
 from keras_topo.pruning.group_rebuild import rebuild_groups
 from keras_topo.pruning.handlers import Producer, get_handler
+from keras_topo.pruning.history import PruningHistory, prune_layers
 from keras_topo.pruning.report import GroupResult, PruningReport
 
 MODES = ("remove", "mask")
@@ -32,6 +35,9 @@ def prune_channels(
     round_to=1,
     seed=None,
     report=False,
+    calibration_data=None,
+    compensate=False,
+    neighbours=None,
 ):
     """Prunes output channels of a model's layers; returns a NEW model (the input is untouched).
 
@@ -44,7 +50,11 @@ def prune_channels(
         criterion: "l2" (paper), "l1", "random" (seeded by `seed`), "bn_scale" (batch-norm
             `|gamma|`, group coupling only) or a callable returning one score per channel:
             `fn(group) -> (group.size,)` (a `ChannelGroup`) with group coupling, `fn(layer) ->
-            (filters,)` with expand coupling. The lowest scores are pruned.
+            (filters,)` with expand coupling. The lowest scores are pruned. "redundancy"
+            (needs `calibration_data`, scope "layer"): greedily, the channel whose response the
+            group's other kept channels predict best (smallest ridge residual variance) goes
+            first; responses are measured where the consumers read them (after batch norm,
+            activation, residual sums); see `keras_topo.pruning.redundancy`.
         layers: which layers' channels to prune: None (the topographic layers, the paper's
             setting), a name, a layer, a list of names/layers, or a predicate `fn(layer) ->
             bool` (the rule of `make_topographic`; see `keras_topo.layer_selection`).
@@ -63,25 +73,36 @@ def prune_channels(
             group's scores are divided by their mean first).
         round_to: keep channel counts multiples of this (the nearest, at least `round_to`).
         seed: int seed of the "random" criterion.
-        report: also return a `PruningReport` (groups before/after, params, MACs).
+        report: also return a `PruningReport` (groups before/after, params, MACs; with
+            calibration data, the map check and compensated consumers of each group).
+        calibration_data: model inputs, an array `(N, ...)` (or a list, one per input), for
+            "redundancy" and `compensate`; every batch and position is a sample.
+        compensate: refit the consumers (convs, dense layers) of each pruned group so that
+            the kept channels take over the removed ones' contribution (ridge least squares
+            on `calibration_data`; exact for linearly dependent channels). With
+            `coupling="expand"` only for layers whose channels reach their consumers through
+            per-channel layers alone. See `keras_topo.pruning.compensation`.
+        neighbours: with "redundancy" on topographic layers: regress each channel on its
+            `neighbours` nearest kept map neighbours only (cheaper on wide layers).
 
     Returns:
         A new `keras.Model` (functional), or `(model, PruningReport)` when `report=True`.
     """
     _check_arguments(model, fraction, criterion, mode, coupling, scope, round_to)
+    calibration = check_settings(model, criterion, calibration_data, compensate, neighbours)
     rng = np.random.default_rng(seed)
     if coupling == "expand":
-        pruned, results = _prune_expand(
-            model, fraction, criterion, layers, mode, scope, round_to, rng
+        pruned, results, history = _prune_expand(
+            model, fraction, criterion, layers, mode, scope, round_to, rng, calibration
         )
     else:
-        pruned, results = _prune_groups(
-            model, fraction, criterion, layers, mode, scope, round_to, rng
+        pruned, results, history = _prune_groups(
+            model, fraction, criterion, layers, mode, scope, round_to, rng, calibration
         )
     if not report:
         return pruned
     name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", "callable")
-    return pruned, PruningReport(model, pruned, results, name, mode, coupling)
+    return pruned, PruningReport(model, pruned, results, name, mode, coupling, history)
 
 
 def _check_arguments(model, fraction, criterion, mode, coupling, scope, round_to):
@@ -97,6 +118,7 @@ def _check_arguments(model, fraction, criterion, mode, coupling, scope, round_to
     ):
         raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}.")
     criteria = importance.GROUP_CRITERIA if coupling == "group" else importance.CRITERIA
+    criteria += importance.CALIBRATED_CRITERIA
     if not (callable(criterion) or criterion in criteria):
         raise ValueError(
             f"criterion must be one of {criteria} or a callable with coupling={coupling!r}, "
@@ -107,26 +129,34 @@ def _check_arguments(model, fraction, criterion, mode, coupling, scope, round_to
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
+    if criterion == "redundancy" and scope != "layer":
+        raise ValueError(
+            'criterion="redundancy" ranks channels within each group (removal order, not a '
+            'scale comparable across groups): use scope="layer".'
+        )
     if not (isinstance(round_to, int) and round_to >= 1):
         raise ValueError(f"round_to must be an int >= 1, got {round_to!r}.")
 
 
-def _prune_groups(model, fraction, criterion, layers, mode, scope, round_to, rng):
+def _prune_groups(model, fraction, criterion, layers, mode, scope, round_to, rng, calibration):
     graph = ChannelGraph(model)
     selected = _select(
-        model, layers, lambda layer: isinstance(get_handler(layer), Producer), "conv or dense"
+        model,
+        layers,
+        lambda layer: isinstance(get_handler(layer), Producer),
+        "conv, dense or attention",
     )
     groups = {graph.root(g): g for g in graph.groups()}
     chosen = {}
     for layer in selected:
-        if (id(layer), 0) not in graph.op_spaces:
+        if not graph.selected_layout(layer):
             warnings.warn(
                 f"Layer {layer.name!r} makes no channels of its own (a depthwise or grouped "
                 "conv follows its input's channels, or it is never called): select the layer "
                 "that produces its input channels.",
                 stacklevel=3,
             )
-        for block in graph.op_spaces.get((id(layer), 0), ()):  # its output channels
+        for block in graph.selected_layout(layer):  # its output channels, or heads
             group = groups[graph.find(block.space)]
             if group.prunable:
                 chosen[graph.root(group)] = group
@@ -138,19 +168,30 @@ def _prune_groups(model, fraction, criterion, layers, mode, scope, round_to, rng
                 f"blocked ({'; '.join(group.blocked)}).{hint if unknown else ''}",
                 stacklevel=3,
             )
+    labels = {root: f"group {g.index} ({_producers(g)})" for root, g in chosen.items()}
+    if calibration:
+        calibration.measure(graph, labels)
     scores = {
-        root: importance.group_scores(graph, group, criterion, rng)
+        root: calibration.scores(graph, root, rng)
+        if criterion == "redundancy"
+        else importance.group_scores(graph, group, criterion, rng)
         for root, group in chosen.items()
     }
+    if scope == "layer":
+        check_heads_left(graph, selected, fraction)
     sizes = {root: group.size for root, group in chosen.items()}
-    labels = {root: f"group {g.index} ({_producers(g)})" for root, g in chosen.items()}
     kept = _choose(scores, sizes, labels, fraction, scope, round_to)
     pruned = rebuild_groups(graph, kept, mode)
-    results = [GroupResult(labels[r], sizes[r], int(kept[r].size)) for r in chosen]
-    return pruned, results
+    if calibration and calibration.compensate:
+        calibration.refit(
+            graph, pruned, kept, lambda call: _group_kept(graph, call, kept), mode == "remove"
+        )
+    details = calibration.details if calibration else {}
+    results = [GroupResult(labels[r], sizes[r], int(kept[r].size), details.get(r)) for r in chosen]
+    return pruned, results, PruningHistory.from_groups(graph, kept, mode)
 
 
-def _prune_expand(model, fraction, criterion, layers, mode, scope, round_to, rng):
+def _prune_expand(model, fraction, criterion, layers, mode, scope, round_to, rng, calibration):
     top_level = {id(layer) for layer in model.layers}
     selected = _select(model, layers, _expandable, "Conv2D")
     for layer in selected:
@@ -159,9 +200,13 @@ def _prune_expand(model, fraction, criterion, layers, mode, scope, round_to, rng
                 f'coupling="expand" prunes top-level layers only; {layer.name!r} is inside a '
                 'nested model. Use coupling="group" (it inlines nested models).'
             )
+    graph = ChannelGraph(model) if calibration else None
+    roots = _expand_roots(graph, selected, calibration)
     scores, sizes = {}, {}
     for layer in selected:
-        if callable(criterion):
+        if criterion == "redundancy":
+            scores[layer.name] = calibration.scores(graph, roots[layer.name], rng)
+        elif callable(criterion):
             scores[layer.name] = np.asarray(criterion(layer), dtype="float64")
         else:
             kernel = keras.ops.convert_to_numpy(layer.kernel)
@@ -173,12 +218,57 @@ def _prune_expand(model, fraction, criterion, layers, mode, scope, round_to, rng
                 f"shape {scores[layer.name].shape}."
             )
     kept = _choose(scores, sizes, {k: k for k in sizes}, fraction, scope, round_to)
-    results = [GroupResult(name, sizes[name], int(kept[name].size)) for name in sizes]
-    if mode == "mask":
-        return masking.mask(model, kept), results
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
-    return rebuild.rebuild(model, kept), results
+    if calibration and calibration.compensate:
+        # Refit a copy before pruning: the rebuild then folds the removed channels' constants
+        # through the refit weights (zero rows), as for any other consumer.
+        model = masking.mask(model, {})
+        by_root = {roots[name]: kept[name] for name in kept}
+        calibration.refit(graph, model, by_root, lambda call: _all_channels(graph, call), True)
+    pruned = prune_layers(model, kept, mode)
+    details = {name: calibration.details.get(roots[name]) for name in sizes} if calibration else {}
+    results = [
+        GroupResult(name, sizes[name], int(kept[name].size), details.get(name)) for name in sizes
+    ]
+    history = PruningHistory.from_kept(sizes, kept, "expand", mode)
+    return pruned, results, history
+
+
+def _expand_roots(graph, selected, calibration):
+    """`{layer name: root space}` of the selected layers' channels (coupling="expand"), their
+    responses measured; ValueError where compensation cannot reach the consumers."""
+    if not calibration:
+        return {}
+    groups = {graph.root(g): g for g in graph.groups()}
+    roots = {}
+    for layer in selected:
+        layout = graph.op_spaces[(id(layer), 0)]
+        group = groups[graph.find(layout[0].space)]
+        producers = [m.name for m in group.members if m.role == "produces"]
+        if len(layout) != 1 or group.size != layer.filters:
+            raise ValueError(
+                f"The channels of {layer.name!r} are split downstream: calibrated pruning "
+                'needs coupling="group" for it.'
+            )
+        if calibration.compensate and producers != [layer.name]:
+            raise ValueError(
+                f'compensate=True with coupling="expand" needs {layer.name!r} to be the only '
+                f"producer of the channels its consumers read, but {producers} are summed or "
+                "concatenated with it (the removed channels' constants mix into them): use "
+                'coupling="group", or compensate=False.'
+            )
+        roots[layer.name] = graph.root(group)
+    calibration.measure(graph, {root: name for name, root in roots.items()})
+    return roots
+
+
+def _group_kept(graph, call, kept):
+    """(input rows, output columns) a consumer `call` keeps in the group-pruned model."""
+    return tuple(graph.kept(graph.layouts[k], kept) for k in (call.inputs[0], call.outputs[0]))
+
+
+def _all_channels(graph, call):
+    """(input rows, output columns) of a consumer `call` in the unpruned model: all."""
+    return tuple(np.arange(graph.shapes[k].shape[-1]) for k in (call.inputs[0], call.outputs[0]))
 
 
 def _select(model, layers, candidate, kind):

@@ -1,0 +1,109 @@
+"""Structured pruning of a small ViT: parameter, MAC and measured CPU latency ratios.
+
+A plain-Keras ViT on 32x32x3 images: a 4x4 patch-embedding conv (64 tokens of width 192),
+6 pre-norm blocks of `MultiHeadAttention` (6 heads of 32) and a GELU MLP (768 units), each
+added to the residual stream, a final LayerNormalization, mean-pooled logits. Pruned with
+`prune_channels(mode="remove")` at fractions 0.25 / 0.5 / 0.75 of every block's heads and MLP
+hidden units (`layers=` the attention layers and the MLPs' first Dense: two groups per block),
+then at 0.5 with the residual width too (`layers=` also the patch embedding, whose group is the
+whole residual stream). `|remove - mask|` is the largest output difference between the
+removed and the masked model (the same function where no LayerNormalization spans the pruned
+channels: heads and MLP units, not the residual width). Latencies: `predict_on_batch`, pruned
+and unpruned timed interleaved in the same run, median of `--repeats` (wall clock, from
+`keras_topo.pruning.compare`, and CPU seconds of the process: on a shared machine the CPU time
+tracks the work done while wall-clock time also counts waiting for the cores).
+
+    KERAS_BACKEND=tensorflow python benchmarks/bench_pruning_transformer.py [--repeats 7]
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_topo.pruning import compare, prune_channels  # noqa: E402
+
+FRACTIONS = (0.25, 0.5, 0.75)
+
+
+def small_vit(width=192, heads=6, blocks=6, mlp_ratio=4, patch=4, classes=10):
+    images = keras.Input((32, 32, 3))
+    tokens = keras.layers.Conv2D(width, patch, strides=patch, name="patch_embed")(images)
+    h = keras.layers.Reshape((-1, width))(tokens)
+    for b in range(blocks):
+        y = keras.layers.LayerNormalization(epsilon=1e-6, name=f"block{b}_ln1")(h)
+        y = keras.layers.MultiHeadAttention(heads, width // heads, name=f"block{b}_attention")(y, y)
+        h = keras.layers.Add()([h, y])
+        y = keras.layers.LayerNormalization(epsilon=1e-6, name=f"block{b}_ln2")(h)
+        y = keras.layers.Dense(width * mlp_ratio, activation="gelu", name=f"block{b}_mlp1")(y)
+        h = keras.layers.Add()([h, keras.layers.Dense(width, name=f"block{b}_mlp2")(y)])
+    h = keras.layers.LayerNormalization(epsilon=1e-6, name="final_ln")(h)
+    logits = keras.layers.Dense(classes, name="classifier")(
+        keras.layers.GlobalAveragePooling1D()(h)
+    )
+    return keras.Model(images, logits, name="small_vit")
+
+
+def heads_and_mlp(layer):
+    return isinstance(layer, keras.layers.MultiHeadAttention) or layer.name.endswith("_mlp1")
+
+
+def with_residual(layer):
+    return heads_and_mlp(layer) or layer.name == "patch_embed"
+
+
+def remove_vs_mask(model, fraction, layers):
+    x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype("float32")
+    removed = prune_channels(model, fraction, layers=layers)
+    masked = prune_channels(model, fraction, layers=layers, mode="mask")
+    gap = np.abs(removed.predict_on_batch(x) - masked.predict_on_batch(x)).max()
+    return removed, float(gap)
+
+
+def cpu_time_ratio(model, pruned, batch_size, repeats):
+    """Median CPU seconds of `predict_on_batch`, pruned / unpruned, timed interleaved."""
+    x = np.random.default_rng(0).normal(size=(batch_size, 32, 32, 3)).astype("float32")
+    times = {id(model): [], id(pruned): []}
+    for m in (model, pruned):
+        m.predict_on_batch(x)  # warm-up
+    for _ in range(repeats):
+        for m in (model, pruned):
+            start = time.process_time()
+            m.predict_on_batch(x)
+            times[id(m)].append(time.process_time() - start)
+    return float(np.median(times[id(pruned)]) / np.median(times[id(model)]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    model = small_vit()
+    print(
+        f"backend={keras.backend.backend()} batch={args.batch_size} repeats={args.repeats} "
+        f"params={model.count_params():,}"
+    )
+    print(
+        f"{'pruned':16} {'fraction':>8} {'params':>7} {'MACs':>7} {'latency':>8} "
+        f"{'lat/MACs':>8} {'CPU time':>8} {'|remove - mask|':>15}"
+    )
+    rows = [("heads + MLP", f, heads_and_mlp) for f in FRACTIONS]
+    rows.append(("+ residual width", 0.5, with_residual))
+    for label, fraction, layers in rows:
+        pruned, gap = remove_vs_mask(model, fraction, layers)
+        r = compare(model, pruned, batch_size=args.batch_size, repeats=args.repeats)
+        cpu = cpu_time_ratio(model, pruned, args.batch_size, args.repeats)
+        print(
+            f"{label:16} {fraction:8.2f} {r['params_ratio']:7.3f} {r['macs_ratio']:7.3f} "
+            f"{r['latency_ratio']:8.3f} {r['latency_ratio'] / r['macs_ratio']:8.2f} {cpu:8.3f} {gap:15.2e}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""A pruning history: which channels left which layers, saved as JSON and replayed.
+
+`prune_channels(..., report=True)` returns a `PruningReport` whose `history` lists, for every
+layer that makes channels (conv, dense: the producers) and lost some, its output width before
+and after and the indices of the removed output channels. `replay(model, history)` prunes
+another model of the same architecture (another checkpoint: same layer names and widths,
+other weights) the same way: the same channels leave the same layers, and everything coupled
+to them (batch norms, residual sums, consumers) follows, as in the first pruning.
+"""
+
+import json
+
+import keras
+import numpy as np
+
+from keras_topo.pruning import masking, rebuild
+from keras_topo.pruning.graph import ChannelGraph
+from keras_topo.pruning.group_rebuild import rebuild_groups
+
+FORMAT = "keras_topo.pruning_history"
+VERSION = 1
+
+
+class LayerPruning:
+    """One layer's pruned output channels.
+
+    Attributes:
+        name: layer name.
+        before, after: output channels before and after pruning.
+        removed: sorted indices (in the unpruned layer) of the channels that left.
+    """
+
+    def __init__(self, name, before, removed):
+        self.name = str(name)
+        self.before = int(before)
+        self.removed = sorted(int(i) for i in removed)
+        if any(not 0 <= i < self.before for i in self.removed) or len(set(self.removed)) != len(
+            self.removed
+        ):
+            raise ValueError(
+                f"Layer {self.name!r}: removed channels {self.removed} must be distinct "
+                f"indices in [0, {self.before})."
+            )
+
+    @property
+    def after(self):
+        return self.before - len(self.removed)
+
+    @property
+    def kept(self):
+        return np.setdiff1d(np.arange(self.before), self.removed)
+
+    def to_dict(self):
+        return {
+            "name": self.name,
+            "before": self.before,
+            "after": self.after,
+            "removed": self.removed,
+        }
+
+
+class PruningHistory:
+    """What `prune_channels` removed, replayable on another model of the same architecture.
+
+    Attributes:
+        layers: list of `LayerPruning`, in model order.
+        coupling, mode: the arguments of `prune_channels` ("group"/"expand", "remove"/"mask").
+    """
+
+    def __init__(self, layers, coupling, mode):
+        self.layers = list(layers)
+        self.coupling, self.mode = coupling, mode
+
+    @classmethod
+    def from_kept(cls, widths, kept_by_layer, coupling, mode):
+        """From `{layer name: output width}` and `{layer name: kept indices}`; layers that
+        keep all their channels are left out."""
+        layers = [
+            LayerPruning(name, widths[name], np.setdiff1d(np.arange(widths[name]), kept))
+            for name, kept in kept_by_layer.items()
+            if len(kept) < widths[name]
+        ]
+        return cls(layers, coupling, mode)
+
+    @classmethod
+    def from_groups(cls, graph, kept_by_space, mode):
+        """The producers' removed output channels when `graph`'s groups keep `kept_by_space`
+        (root space -> kept channel indices), as `coupling="group"` prunes them."""
+        widths, kept = {}, {}
+        for op in _producers(graph):
+            layout = graph.op_spaces[(id(op), 0)]
+            widths[op.name] = graph.width(layout)
+            kept[op.name] = graph.kept(layout, kept_by_space)
+        return cls.from_kept(widths, kept, "group", mode)
+
+    def to_dict(self):
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "coupling": self.coupling,
+            "mode": self.mode,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"Not a keras-topo pruning history (no 'format': {FORMAT!r}).")
+        if data.get("version") != VERSION:
+            raise ValueError(
+                f"Pruning history version {data.get('version')!r} is not supported "
+                f"(this keras-topo reads version {VERSION})."
+            )
+        layers = [LayerPruning(e["name"], e["before"], e["removed"]) for e in data["layers"]]
+        return cls(layers, data["coupling"], data["mode"])
+
+    def save(self, path):
+        """Writes the history to `path` as JSON."""
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(self.to_dict(), file, indent=1)
+
+    @classmethod
+    def load(cls, path):
+        with open(path, encoding="utf-8") as file:
+            return cls.from_dict(json.load(file))
+
+    def __repr__(self):
+        parts = ", ".join(f"{layer.name} {layer.before}->{layer.after}" for layer in self.layers)
+        return f"PruningHistory({self.coupling}, {self.mode}: {parts})"
+
+
+def replay(model, history, mode=None):
+    """Prunes `model` as `history` records: the same channels leave the same layers.
+
+    Args:
+        model: a functional or Sequential model of the architecture the history was recorded
+            on (same layer names and widths; other weights, e.g. another checkpoint). Not
+            modified.
+        history: a `PruningHistory` (`PruningReport.history`) or the path of its JSON file.
+        mode: "remove" or "mask"; None: the history's.
+
+    Returns:
+        A new model, structured as the pruned model the history was recorded from.
+
+    Raises:
+        ValueError: the history does not fit `model` (the first mismatch is named: a missing
+            layer, another width, channels coupled differently); `model` is untouched.
+    """
+    if not isinstance(history, PruningHistory):
+        history = PruningHistory.load(history)
+    mode = history.mode if mode is None else mode
+    if mode not in ("remove", "mask"):
+        raise ValueError(f'mode must be "remove", "mask" or None, got {mode!r}.')
+    if history.coupling == "expand":
+        layers = {layer.name: layer for layer in model.layers}  # expand prunes top-level convs
+        for entry in history.layers:
+            layer = layers.get(entry.name)
+            _check_width(model, entry, layer, getattr(layer, "filters", None))
+        return prune_layers(model, {e.name: e.kept for e in history.layers}, mode)
+    graph = ChannelGraph(model)
+    return rebuild_groups(graph, _kept_by_space(model, graph, history), mode)
+
+
+def prune_layers(model, kept_by_layer, mode):
+    """`coupling="expand"`: the listed top-level conv layers keep `kept_by_layer[name]`."""
+    if mode == "mask":
+        return masking.mask(model, kept_by_layer)
+    if isinstance(model, keras.Sequential):
+        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+    return rebuild.rebuild(model, kept_by_layer)
+
+
+def _kept_by_space(model, graph, history):
+    """The groups' kept channels from the history's producers; checks that it fits."""
+    producers = {op.name: op for op in _producers(graph)}
+    recorded = {entry.name for entry in history.layers}
+    groups = {graph.root(group): group for group in graph.groups()}
+    kept_by_space, source = {}, {}
+    for entry in history.layers:
+        op = producers.get(entry.name)
+        layout = graph.op_spaces[(id(op), 0)] if op is not None else None
+        _check_width(model, entry, op, None if layout is None else graph.width(layout))
+        offset = 0
+        for block in layout:
+            root = graph.find(block.space)
+            size = graph.sizes[root]
+            channels = offset + np.arange(size)
+            kept = np.flatnonzero(~np.isin(channels, entry.removed))
+            offset += size
+            group = groups[root]
+            if len(kept) == size:
+                continue
+            if not group.prunable:
+                raise ValueError(
+                    f"The history does not fit model {model.name!r}: it removes channels of "
+                    f"layer {entry.name!r}, whose group {group.index} cannot be pruned here "
+                    f"({'; '.join(group.blocked)})."
+                )
+            if root in kept_by_space and not np.array_equal(kept_by_space[root], kept):
+                raise ValueError(
+                    f"The history does not fit model {model.name!r}: layers "
+                    f"{source[root]!r} and {entry.name!r} share channels (group {group.index}) "
+                    "but the history removes different ones."
+                )
+            kept_by_space[root], source[root] = kept, entry.name
+    for root in kept_by_space:
+        for member in groups[root].members:
+            if member.role == "produces" and member.name not in recorded:
+                raise ValueError(
+                    f"The history does not fit model {model.name!r}: layer {member.name!r} "
+                    f"shares channels with {source[root]!r} (group {groups[root].index}) but "
+                    "the history does not record it."
+                )
+    return kept_by_space
+
+
+def _check_width(model, entry, layer, width):
+    if layer is None:
+        raise ValueError(
+            f"The history does not fit model {model.name!r}: it has no layer {entry.name!r} "
+            "that makes channels (the history was recorded on another architecture)."
+        )
+    if width != entry.before:
+        raise ValueError(
+            f"The history does not fit model {model.name!r}: layer {entry.name!r} has {width} "
+            f"output channels, the history was recorded with {entry.before}."
+        )
+
+
+def _producers(graph):
+    """The operations that make a new channel space, once each, in model order."""
+    seen = {}
+    for call in graph.calls:
+        if (id(call.op), 0) in graph.op_spaces:
+            seen.setdefault(id(call.op), call.op)
+    return list(seen.values())
