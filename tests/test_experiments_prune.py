@@ -85,3 +85,54 @@ def test_run_config_prefers_result_json(tmp_path):
     config, _ = make_run(tmp_path / "r", "grid")
     results.write(tmp_path / "r", {"config": {**dataclasses.asdict(config), "seed": 3}})
     assert prune_sweep.run_config(tmp_path / "r").seed == 3
+
+
+def test_a_sweep_run_again_computes_only_the_missing_fractions(tmp_path, monkeypatch):
+    from keras_topo import pruning
+
+    config, _ = make_run(tmp_path / "topo", "grid")
+    calls = []
+    real = pruning.prune_channels
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pruning, "prune_channels", counted)
+    first = prune_sweep.prune_sweep(config.out, [0.5], log=lambda _: None)
+    both = prune_sweep.prune_sweep(config.out, [0.0, 0.5], log=lambda _: None)
+    assert calls == [0.5, 0.0]  # the stored 0.5 is reused
+    assert [p["fraction"] for p in both["points"]] == [0.0, 0.5]
+    assert both["points"][1] == first["points"][0]
+    stored = json.loads((tmp_path / "topo" / "pruning-l2-mask.json").read_text())
+    assert [p["fraction"] for p in stored["points"]] == [0.0, 0.5]
+    # A retrained run (another best.keras) invalidates the stored points.
+    checkpoint = tmp_path / "topo" / "best.keras"
+    stat = checkpoint.stat()
+    import os
+
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    prune_sweep.prune_sweep(config.out, [0.5], log=lambda _: None)
+    assert calls == [0.5, 0.0, 0.5]
+
+
+def test_redundancy_through_the_sweep_reads_a_fixed_calibration_sample(tmp_path):
+    from keras_topo import pruning
+
+    config, model = make_run(tmp_path / "topo", "grid")
+    with pytest.raises(ValueError, match="calibration_size"):
+        prune_sweep.prune_sweep(config.out, [0.5], criterion="redundancy")
+    sweep = prune_sweep.prune_sweep(
+        config.out, [0.5], criterion="redundancy", calibration_size=64, log=lambda _: None
+    )
+    images = prune_sweep.calibration_images(config, None, 64)
+    assert images.shape == (64, *digits.INPUT_SHAPE)
+    np.testing.assert_array_equal(images, prune_sweep.calibration_images(config, None, 64))
+    expected = pruning.prune_channels(
+        model, 0.5, criterion="redundancy", mode="mask", coupling="expand", calibration_data=images
+    )
+    assert sweep["points"][0]["accuracy"] == pytest.approx(accuracy(expected), abs=1e-6)
+    assert sweep["calibration_size"] == 64 and not sweep["compensate"]
+    assert (tmp_path / "topo" / "pruning-redundancy-mask.json").exists()
+    stem = prune_sweep.sweep_stem(tmp_path, "redundancy", "mask", compensate=True)
+    assert stem.name == "pruning-redundancy-mask-compensated"

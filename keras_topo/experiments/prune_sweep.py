@@ -5,18 +5,21 @@ No retraining: each fraction prunes that fraction of the output channels of the 
 topographic layers, so by default it is pruned at the layers its topographic twin would have
 (the paper compares the two at the same layers). With `finetune_epochs`, each pruned model is
 then fine-tuned on the run's training split (`keras_topo.pruning.finetune`) and evaluated again.
-Results go to `<run>/pruning-<criterion>-<mode>[-finetune<N>].json` and `.csv`.
+Results go to `<run>/pruning-<criterion>-<mode>[-compensated][-finetune<N>].json` and `.csv`,
+rewritten after each fraction: a sweep run again (e.g. after a kill) reuses the stored points
+of the same settings and the same `best.keras`, and computes only the missing fractions.
 """
 
 import csv
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_topo.experiments import datasets, results, run
+from keras_topo.experiments import datasets, digits, results, run
 from keras_topo.topographic_loss_logger import topographic_layers
 
 
@@ -95,6 +98,8 @@ def prune_sweep(
     finetune_epochs=0,
     finetune_learning_rate=None,
     keep_topography=True,
+    calibration_size=None,
+    compensate=False,
     log=print,
 ):
     """Evaluates the run's `best.keras` pruned at each fraction; writes and returns the results.
@@ -111,17 +116,24 @@ def prune_sweep(
             (needs mode="remove": a masked model would regrow its zeroed filters).
         finetune_learning_rate: default the run's learning rate / 10.
         keep_topography: fine-tune with the topographic losses on (True) or stripped.
+        calibration_size: images of the run's training split (`calibration_images`) given to
+            `prune_channels` as `calibration_data` (criterion "redundancy", `compensate`).
+        compensate: `prune_channels(compensate=True)`: the consumers are refitted on the
+            calibration images to make up for the pruned channels.
 
     Returns:
-        dict with `run`, `organisation`, `criterion`, `mode`, `layers`, `finetune_epochs` and
-        `points`, one `{"fraction", "accuracy", "loss", "params", ...}` per fraction
-        (+ `finetuned_accuracy`, `finetuned_loss` when fine-tuned).
+        dict with `run`, `organisation`, `criterion`, `mode`, `layers`, `finetune_epochs`,
+        `compensate`, `calibration_size`, `checkpoint` and `points`, one `{"fraction",
+        "accuracy", "loss", "params", ...}` per fraction computed now or before (+
+        `finetuned_accuracy`, `finetuned_loss` when fine-tuned), sorted by fraction.
     """
     from keras_topo import pruning
 
     run_dir = Path(run_dir)
     if isinstance(fractions, str):
         fractions = parse_fractions(fractions)
+    if not fractions:
+        raise ValueError("prune_sweep: give at least one fraction.")
     if finetune_epochs and mode != "remove":
         raise ValueError(
             "fine-tuning needs mode='remove' (--mode remove): a masked model would regrow its "
@@ -130,11 +142,37 @@ def prune_sweep(
     config = run_config(run_dir)
     data_dir = data_dir or config.data_dir
     batch_size = batch_size or config.batch_size
+    if (criterion == "redundancy" or compensate) and not calibration_size:
+        raise ValueError(
+            f"criterion={criterion!r}, compensate={compensate}: give calibration_size, the "
+            "number of training images the pruner reads responses from (e.g. 2048)."
+        )
     model = load_best(run_dir)
     if layers is None:
         layers = default_layers(model, config, data_dir, batch_size)
-    points = []
+    extra = {}
+    if calibration_size:
+        extra["calibration_data"] = calibration_images(config, data_dir, calibration_size)
+    if compensate:
+        extra["compensate"] = True
+    sweep = {
+        "run": str(run_dir),
+        "organisation": results.organisation(dataclasses.asdict(config)),
+        "criterion": criterion,
+        "mode": mode,
+        "seed": seed,
+        "layers": list(layers),
+        "finetune_epochs": finetune_epochs,
+        "compensate": bool(compensate),
+        "calibration_size": calibration_size,
+        "checkpoint": checkpoint_identity(run_dir),
+    }
+    stem = sweep_stem(run_dir, criterion, mode, finetune_epochs, compensate)
+    done = {point["fraction"]: point for point in _stored_points(stem, sweep)}
     for fraction in fractions:
+        if fraction in done:
+            log(f"{run_dir.name}: fraction {fraction:.2f} stored, skipped")
+            continue
         pruned = pruning.prune_channels(
             model,
             fraction,
@@ -143,6 +181,7 @@ def prune_sweep(
             mode=mode,
             coupling="expand",  # the paper's per-layer pruning
             seed=seed,
+            **extra,
         )
         run.compile_model(pruned, run.resolve_jit_compile(config.jit_compile))
         metrics = datasets.evaluate(pruned, config.dataset, "test", data_dir, batch_size)
@@ -167,29 +206,58 @@ def prune_sweep(
             tuned_metrics = datasets.evaluate(tuned, config.dataset, "test", data_dir, batch_size)
             point.update({f"finetuned_{key}": value for key, value in tuned_metrics.items()})
             log(f"  after {finetune_epochs} fine-tuning epochs: {tuned_metrics['accuracy']:.4f}")
-        points.append(point)
-    sweep = {
-        "run": str(run_dir),
-        "organisation": results.organisation(dataclasses.asdict(config)),
-        "criterion": criterion,
-        "mode": mode,
-        "seed": seed,
-        "layers": list(layers),
-        "finetune_epochs": finetune_epochs,
-        "points": points,
-    }
-    _write(sweep_stem(run_dir, criterion, mode, finetune_epochs), sweep)
+        done[fraction] = point
+        sweep["points"] = [done[f] for f in sorted(done)]
+        _write(stem, sweep)  # after each fraction: a killed sweep resumes here
+    sweep["points"] = [done[f] for f in sorted(done)]
     return sweep
 
 
-def sweep_stem(run_dir, criterion, mode, finetune_epochs=0):
-    """`<run>/pruning-<criterion>-<mode>[-finetune<N>]`: where a sweep's .json and .csv go."""
-    suffix = f"-finetune{finetune_epochs}" if finetune_epochs else ""
+def calibration_images(config, data_dir, size):
+    """`(size, *input_shape)` float32: a fixed sample of the run's training split, not
+    augmented (the same images for every run and seed of a dataset)."""
+    if config.dataset == "digits":
+        images = digits.arrays("train")[0]
+        if size > len(images):
+            raise ValueError(f"calibration_size {size}: digits' training split has {len(images)}.")
+        return images[np.random.default_rng(0).permutation(len(images))[:size]]
+    from keras_topo import data
+
+    kwargs = {"augment": False} if config.dataset.startswith("cifar") else {}
+    split = data.load(
+        config.dataset, data_dir, split="train", batch_size=512, seed=0, subset=size, **kwargs
+    )
+    return np.concatenate([np.asarray(images) for images, _ in split.dataset])
+
+
+def checkpoint_identity(run_dir):
+    """Size and modification time of the run's `best.keras`: a retrained run has another."""
+    stat = (Path(run_dir) / "best.keras").stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def sweep_stem(run_dir, criterion, mode, finetune_epochs=0, compensate=False):
+    """`<run>/pruning-<criterion>-<mode>[-compensated][-finetune<N>]`: where a sweep's .json and
+    .csv go."""
+    suffix = "-compensated" if compensate else ""
+    suffix += f"-finetune{finetune_epochs}" if finetune_epochs else ""
     return Path(run_dir) / f"pruning-{criterion}-{mode}{suffix}"
 
 
+def _stored_points(stem, sweep):
+    """The points of the stored sweep at `stem` if its settings and checkpoint are `sweep`'s."""
+    path = stem.with_suffix(".json")
+    if not path.exists():
+        return []
+    stored = json.loads(path.read_text())
+    same = all(stored.get(key) == value for key, value in json.loads(json.dumps(sweep)).items())
+    return stored["points"] if same else []
+
+
 def _write(stem, sweep):
-    stem.with_suffix(".json").write_text(json.dumps(sweep, indent=2))
+    tmp = stem.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(sweep, indent=2))
+    os.replace(tmp, stem.with_suffix(".json"))
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(sweep["points"][0]), lineterminator="\n")
         writer.writeheader()
