@@ -105,4 +105,7 @@ def _hlo_instructions(dump_dir):
 
 
 if __name__ == "__main__":
+    from keras_topo.experiments.fast_path import settings_line
+
+    print(settings_line(), flush=True)  # the backend, oneDNN and thread settings of this run
     main()

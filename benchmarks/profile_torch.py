@@ -131,4 +131,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from keras_topo.experiments.fast_path import settings_line
+
+    print(settings_line(), flush=True)  # the backend, oneDNN and thread settings of this run
     main()
