@@ -3,7 +3,7 @@
 On the torch backend Keras copies a channels_last convolution's input twice (NHWC to
 contiguous NCHW, then to channels_last memory) before `conv2d`, and runs batch normalization
 as about ten separate element-wise ops and reductions, each with its own autograd node
-(`benchmarks/repro_torch_backend_layers.py`). These subclasses hand torch the same memory as a
+(`tools/upstream_repros/repro_torch_backend_layers.py`). These subclasses hand torch the same memory as a
 channels_last view (no copy) and call its single fused batch-norm kernel. On TensorFlow and
 JAX they are Keras' layers unchanged: TF's fused batch norm measured no faster in ResNet-18
 training here, and XLA fuses the element-wise ops itself.

@@ -12,7 +12,7 @@ each measured on a 2-core CPU (ResNet-18, batch 32-64, 32x32):
   x0.5), which is what a CPU-wide "no XLA" rule would give.
 - torch: eager. `jit_compile=True` (`torch.compile` of Keras' train step) was 2x slower per
   step after an 18-minute warm-up (ResNet-18 x0.5, loaded CPU); the time goes to Keras'
-  unfused batch norm and layout copies (`benchmarks/profile_torch.py`), which it does not
+  unfused batch norm and layout copies (`tools/profilers/profile_torch.py`), which it does not
   remove. And `OMP_WAIT_POLICY=PASSIVE` (`ENVIRONMENT`): torch's OpenMP threads otherwise spin
   at every barrier, and on a CPU shared with other processes a step became 10-30x slower
   than with threads that sleep (native torch ResNet-18 x0.5, batch 32, 2 cores:

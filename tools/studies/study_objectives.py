@@ -6,7 +6,7 @@ what `keras-topo train` does: resumable, `result.json` with test accuracy and th
 scores), prunes each best checkpoint with the paper's masking (L2, no retraining) at 25/50/62 %
 (`keras-topo prune`), then writes `study.md` (mean ± std over seeds) and `study.png`.
 
-    python benchmarks/study_objectives.py --data-dir DATA --runs-dir runs/study \
+    python tools/studies/study_objectives.py --data-dir DATA --runs-dir runs/study \
         --seeds 0 1 2 --epochs 5 --train-subset 3000 --width-multiplier 0.25
 
 `DATA` is a CIFAR-10 image folder with `train/<class>/` and `test/<class>/`. Runs are trained

@@ -4,13 +4,13 @@ A single 3x3 "same" `keras.ops.conv` on a `(batch, size, size, channels)` batch.
 `(32, 2, 2, 256)`, is ResNet-18's last stage on 32x32 CIFAR inputs (x0.5 width): there XLA:CPU
 lowers the backward convolutions (non-canonical dimension labels, reversed kernel) to a slow
 generic loop instead of its Eigen/oneDNN convolution, about 150 ms each in the model's profile
-(`benchmarks/profile_jax.py`). `--size 32 --channels 64 --batch 64` is the first stage. For the backend in `KERAS_BACKEND` it times, after a
+(`tools/profilers/profile_jax.py`). `--size 32 --channels 64 --batch 64` is the first stage. For the backend in `KERAS_BACKEND` it times, after a
 warm-up, the forward pass and the gradients with respect to the input and to the kernel, with
 the backend's own autodiff (`jax.grad` under `jax.jit`; `torch.autograd.grad`;
 `tf.GradientTape` inside a `tf.function`, with and without `jit_compile`), and prints one JSON
 line. The parent runs every backend in its own process, alternating them, and prints medians.
 
-    python benchmarks/repro_xla_cpu_conv_grad.py [--repeats 5] [--xla-flags "..."]
+    python tools/upstream_repros/repro_xla_cpu_conv_grad.py [--repeats 5] [--xla-flags "..."]
 
 `--xla-flags` is put into `XLA_FLAGS` for the JAX and TF-XLA children, to try XLA:CPU options.
 """

@@ -10,7 +10,7 @@ transposes), batch norm, and element-wise arithmetic.
 The builders' layers run `keras_topo.fast_layers`' kernels; `--keras-kernels` profiles Keras'
 own conv and batch norm instead.
 
-    KERAS_BACKEND=torch python benchmarks/profile_torch.py [--width 1] [--batch 64] [--steps 2]
+    KERAS_BACKEND=torch python tools/profilers/profile_torch.py [--width 1] [--batch 64] [--steps 2]
         [--topography grid] [--keras-kernels]
 """
 
@@ -20,7 +20,10 @@ import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# bench_backends (the native torch ResNet-18) lives in benchmarks/.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "benchmarks")
+)
 
 KINDS = {  # profiler op name -> kind of work, for the summary
     "convolution": ("aten::mkldnn_convolution", "aten::convolution_backward"),

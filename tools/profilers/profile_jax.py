@@ -7,7 +7,7 @@ instruction: `convolution.N`, fusions, ...) summed by name, the largest first, w
 instruction's shape and Keras layer taken from an optimized-HLO dump (`--xla_dump_to`), so a
 slow op can be traced back to its layer.
 
-    python benchmarks/profile_jax.py [--width 0.5] [--batch 32] [--top 15]
+    python tools/profilers/profile_jax.py [--width 0.5] [--batch 32] [--top 15]
 """
 
 import argparse

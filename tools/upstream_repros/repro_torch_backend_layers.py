@@ -16,7 +16,7 @@ ResNet-18's first stage on CIFAR, `(batch, 32, 32, 64)`:
 
 Timed alternately in one process (median of `--repeats`); the ratio is Keras over native.
 
-    KERAS_BACKEND=torch python benchmarks/repro_torch_backend_layers.py [--batch 64]
+    KERAS_BACKEND=torch python tools/upstream_repros/repro_torch_backend_layers.py [--batch 64]
 """
 
 import argparse
