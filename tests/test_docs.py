@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
-RUNS_ON = re.compile(r"#\s*runs on:\s*(.+)")
+RUNS_ON = re.compile(r"#\s*runs on:\s*([a-z,\s]+)")
 
 
 def python_blocks(page):
