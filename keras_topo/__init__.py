@@ -16,7 +16,7 @@ from keras_topo.topographic_loss_logger import TopographicLossLogger, topographi
 from keras_topo.topographic_regularizer import TopographicRegularizer
 from keras_topo.topography import Topography
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Public submodules reached as attributes after `import keras_topo`, imported on first use
 # (some are heavy: tf.data pipelines, the runner, matplotlib figures).
