@@ -49,7 +49,7 @@ def main():
     test = split("test", 100).unbatch().shuffle(10_000, seed=0, reshuffle_each_iteration=False)
     test = test.take(args.test_images).batch(100).cache()
     resnet = prune_sweep.load_best(args.run)
-    layers = prune_sweep.default_layers(resnet, config)
+    layers = prune_sweep.default_layers(resnet, config, data_dir, config.batch_size)
     mobilenet = _trained_mobilenet(split("train"), args.mobilenet_epochs)
     models = {}
     for name, model, chosen in (

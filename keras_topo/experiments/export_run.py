@@ -53,7 +53,7 @@ def export_run(
     model = prune_sweep.load_best(run_dir)
     name = "best"
     if prune:
-        layers = prune_sweep.default_layers(model, config)
+        layers = prune_sweep.default_layers(model, config, data_dir, batch_size)
         model = pruning.prune_channels(model, prune, criterion=criterion, layers=layers)
         name += f"-pruned{round(100 * prune)}"
     if finetune_epochs:

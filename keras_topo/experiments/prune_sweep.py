@@ -19,7 +19,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_topo import applications
 from keras_topo.experiments import datasets, digits, results, run
 from keras_topo.topographic_loss_logger import topographic_layers
 
@@ -62,13 +61,12 @@ def run_config(run_dir):
     return run.RunConfig(**config)
 
 
-def twin_layers(config):
-    """Names of the layers a topographic model of `config`'s architecture makes topographic
-    (from the builder's architecture data: no model is built)."""
-    specs = applications.topographic_layer_specs(
-        config.model, width_multiplier=config.width_multiplier
-    )
-    return [spec.name for spec in specs]
+def twin_layers(config, input_shape, num_classes):
+    """Names of the layers a topographic model of `config`'s architecture makes topographic."""
+    twin = dataclasses.replace(config, topography="grid", dimension=None)
+    return [
+        layer.name for layer in topographic_layers(run.build_model(twin, input_shape, num_classes))
+    ]
 
 
 def load_best(run_dir):
@@ -79,9 +77,13 @@ def load_best(run_dir):
     return keras.saving.load_model(checkpoint, compile=False)
 
 
-def default_layers(model, config):
+def default_layers(model, config, data_dir, batch_size):
     """Names of the layers pruned by default: the model's topographic ones, or its twin's."""
-    return [layer.name for layer in topographic_layers(model)] or twin_layers(config)
+    layers = [layer.name for layer in topographic_layers(model)]
+    if not layers:
+        split = datasets.load(config.dataset, "validation", data_dir, batch_size)
+        layers = twin_layers(config, split.input_shape, split.num_classes)
+    return layers
 
 
 def prune_sweep(
@@ -147,7 +149,7 @@ def prune_sweep(
         )
     model = load_best(run_dir)
     if layers is None:
-        layers = default_layers(model, config)
+        layers = default_layers(model, config, data_dir, batch_size)
     extra = {}
     if calibration_size:
         extra["calibration_data"] = calibration_images(config, data_dir, calibration_size)

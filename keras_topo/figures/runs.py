@@ -38,7 +38,7 @@ def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batche
     split = datasets.load(
         config.dataset, "test", data_dir or config.data_dir, batch_size=config.batch_size
     )
-    layer = layer or _default_layer(models, config)
+    layer = layer or _default_layer(models, config, split)
     reference = _reference_positions(models, layer)
     panels = []
     mapped = set()  # one class map per organisation: more seeds only add curves
@@ -71,7 +71,7 @@ def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batche
     return paths
 
 
-def _default_layer(models, config):
+def _default_layer(models, config, split):
     from keras_topo.experiments import prune_sweep
 
     for model in models:
@@ -80,7 +80,7 @@ def _default_layer(models, config):
         with_map = [lay for lay in layers if _pixels(lay) > 1]
         if with_map or layers:
             return (with_map or layers)[-1].name
-    return prune_sweep.twin_layers(config)[-1]
+    return prune_sweep.twin_layers(config, split.input_shape, split.num_classes)[-1]
 
 
 def _pixels(layer):
