@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_topo.topography import Topography
 
-from .conv_factory import name_selector
+from .conv_factory import topographic_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +50,8 @@ def topographic_layer_specs(
         A list of `TopographicLayerSpec`, equal to the builder's topographic layers (tested).
     """
     widths = architecture.conv_widths(width_multiplier)
-    chosen = architecture.paper_layers if topographic_layers is None else topographic_layers
-    unknown = sorted(set(chosen) - set(widths)) if isinstance(chosen, (list, tuple, set)) else []
-    if unknown:
-        raise ValueError(f"topographic_layers names layers that are not convs: {unknown}.")
-    selected = name_selector(chosen)
+    names = topographic_names(widths, topographic_layers, architecture.paper_layers)
     settings = Topography.coerce(topography)
     return [
-        TopographicLayerSpec(name, filters, settings.positions(filters))
-        for name, filters in widths.items()
-        if selected(name)
+        TopographicLayerSpec(name, widths[name], settings.positions(widths[name])) for name in names
     ]

@@ -1,10 +1,13 @@
-"""Argument checks, width scaling, the torch-default linear layer and weight loading."""
+"""Argument checks, the topography, width scaling, the torch-default linear layer and weights."""
 
 import math
 import numbers
 import os
+import warnings
 
 import keras
+
+from keras_topo.topography import Topography
 
 
 def check_inputs(input_shape, num_classes, width_multiplier, min_size=1):
@@ -24,6 +27,26 @@ def check_inputs(input_shape, num_classes, width_multiplier, min_size=1):
     if not isinstance(width_multiplier, (int, float)) or not width_multiplier > 0:
         raise ValueError(f"width_multiplier must be a positive number, got {width_multiplier!r}.")
     return tuple(int(d) for d in shape)
+
+
+def resolve_topography(topography, settings):
+    """The builder's `Topography`, built once from its `topography` (None, a scheme name or a
+    `Topography`) and `**topography_settings` (`Topography` fields replacing its own;
+    `topographic_weight=` is the deprecated name of `weight`). None for the plain baseline,
+    whose settings are checked all the same, so that a misspelt one is never ignored."""
+    if "topographic_weight" in settings:
+        warnings.warn(
+            "The builders' topographic_weight= is deprecated: pass weight= (or a "
+            "keras_topo.Topography(..., weight=...)).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        settings = dict(settings)
+        if "weight" in settings:
+            raise ValueError("give weight= or its old name topographic_weight=, not both.")
+        settings["weight"] = settings.pop("topographic_weight")
+    resolved = Topography.coerce(topography, **settings)
+    return None if topography is None else resolved
 
 
 def scaled(width, width_multiplier):

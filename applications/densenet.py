@@ -71,12 +71,9 @@ def DenseNet121(
         input_shape, num_classes, width_multiplier, min_size=2 ** len(BLOCK_LAYERS)
     )
     widths = conv_widths(width_multiplier)
+    topography = builder_utils.resolve_topography(topography, topography_settings)
     factory = ConvFactory(
-        topography,
-        topography_settings,
-        topographic_layers,
-        PAPER_LAYERS,
-        conv_init_mode="fan_in",
+        topography, widths, topographic_layers, PAPER_LAYERS, conv_init_mode="fan_in"
     )
     inputs = keras.Input(input_shape, name="input")
     x = factory.conv(inputs, widths["stem_conv"], 3, "stem_conv")

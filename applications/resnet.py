@@ -83,12 +83,9 @@ def ResNet18(
     """
     input_shape = builder_utils.check_inputs(input_shape, num_classes, width_multiplier)
     widths = conv_widths(width_multiplier)
+    topography = builder_utils.resolve_topography(topography, topography_settings)
     factory = ConvFactory(
-        topography,
-        topography_settings,
-        topographic_layers,
-        PAPER_LAYERS,
-        conv_init_mode="fan_out",
+        topography, widths, topographic_layers, PAPER_LAYERS, conv_init_mode="fan_out"
     )
     inputs = keras.Input(input_shape, name="input")
     x = factory.conv(inputs, widths["stem_conv"], 3, "stem_conv")

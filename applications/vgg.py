@@ -59,14 +59,11 @@ def VGG16(
     input_shape = builder_utils.check_inputs(
         input_shape, num_classes, width_multiplier, min_size=2 ** len(BLOCKS)
     )
-    factory = ConvFactory(
-        topography,
-        topography_settings,
-        topographic_layers,
-        paper_layers=PAPER_LAYERS,
-        conv_init_mode="fan_out",
-    )
     widths = conv_widths(width_multiplier)
+    topography = builder_utils.resolve_topography(topography, topography_settings)
+    factory = ConvFactory(
+        topography, widths, topographic_layers, paper_layers=PAPER_LAYERS, conv_init_mode="fan_out"
+    )
     inputs = keras.Input(input_shape, name="input")
     x = inputs
     for b, (convs, _) in enumerate(BLOCKS, start=1):

@@ -22,7 +22,8 @@ import keras
 import numpy as np
 
 from keras_topo import export, pruning
-from keras_topo.experiments import datasets, export_run, prune_sweep, recipe, run
+from keras_topo.experiments import datasets, export_run, recipe, run
+from keras_topo.experiments.run_folder import RunFolder
 
 VARIANTS = (("litert", None), ("litert", "int8"), ("onnx", None), ("onnx", "int8"))
 
@@ -38,7 +39,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20, help="batch-1 calls per round")
     args = parser.parse_args()
-    config = prune_sweep.run_config(args.run)
+    folder = RunFolder(args.run)
+    config = folder.read_config()
     data_dir = args.data_dir or config.data_dir
 
     def split(name, batch_size=config.batch_size):
@@ -48,8 +50,8 @@ def main():
     # The test split is ordered by class: a seeded shuffle of the whole split, then a sample.
     test = split("test", 100).unbatch().shuffle(10_000, seed=0, reshuffle_each_iteration=False)
     test = test.take(args.test_images).batch(100).cache()
-    resnet = prune_sweep.load_best(args.run)
-    layers = prune_sweep.default_layers(resnet, config, data_dir, config.batch_size)
+    resnet = folder.load_best_model()
+    layers = run.topographic_layer_names(resnet, config)
     mobilenet = _trained_mobilenet(split("train"), args.mobilenet_epochs)
     models = {}
     for name, model, chosen in (

@@ -97,12 +97,12 @@ def finished_runs(runs_dir):
 
 def prune_command(runs, criterion, fractions):
     """`keras-topo prune` of the `runs` without a pruning file for `criterion`, or None."""
-    from keras_topo.experiments import prune_sweep
+    from keras_topo.experiments.run_folder import RunFolder
 
     missing = [
         run
         for run in runs
-        if not prune_sweep.sweep_stem(run, criterion, "mask").with_suffix(".json").exists()
+        if not RunFolder(run).pruning_stem(criterion, "mask").with_suffix(".json").exists()
     ]
     if not missing:
         return None

@@ -10,6 +10,11 @@ from keras_topo.conversion import make_topographic, strip_topography, use_fast_l
 from keras_topo.experiments import recipe as _recipe  # noqa: F401 (registers TorchSGD for loading)
 from keras_topo.export import export_model
 from keras_topo.fast_layers import FastBatchNormalization, FastConv2D, FastConv3D
+from keras_topo.token_topography import (
+    TopographicDense,
+    TopographicEinsumDense,
+    TopographicMultiHeadAttention,
+)
 from keras_topo.topographic_conv import TopographicConv1D, TopographicConv2D, TopographicConv3D
 from keras_topo.topographic_loss import topographic_loss
 from keras_topo.topographic_loss_logger import TopographicLossLogger, topographic_layers
@@ -48,6 +53,9 @@ __all__ = [
     "TopographicConv1D",
     "TopographicConv2D",
     "TopographicConv3D",
+    "TopographicDense",
+    "TopographicEinsumDense",
+    "TopographicMultiHeadAttention",
     "TopographicLossLogger",
     "TopographicRegularizer",
     "applications",

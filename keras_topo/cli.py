@@ -10,6 +10,7 @@ r"""The `keras-topo` command: train, sweep, report, prune, figures, demo.
     keras-topo figures --run runs/A --run runs/B --out figures
     keras-topo export runs/A --format litert --prune 0.5 --int8
     keras-topo study --spec cifar10 --data-dir DATA --runs-dir runs/study
+    keras-topo vit-study --spec cpu --data-dir DATA --runs-dir runs/vit-study
     keras-topo doctor                                 # backend, versions, CPU, what to change
 
 Every training knob defaults to the paper's recipe (`keras_topo.experiments.recipe`). The
@@ -177,6 +178,16 @@ def _study(args):
     print(f"Study: {md_path} and {png_path}")
 
 
+def _vit_study(args):
+    from keras_topo.experiments import vit_study
+
+    markdown, path = vit_study.run_study(
+        vit_study.load_spec(args.spec), args.runs_dir, args.data_dir
+    )
+    print(markdown)
+    print(f"ViT study: {path}")
+
+
 def _demo(args):
     from keras_topo import demo
 
@@ -190,11 +201,18 @@ def _doctor(args):
 
 
 def _run_config(args, out):
+    """The flags' `RunConfig`. Its `Topography` is built once, from the flags named as its
+    fields (`--topography` gives the scheme): a sweep's is the template of its organisations;
+    `train` without `--topography` is the baseline (its topographic flags checked all the same)."""
     from keras_topo.experiments import run
 
-    fields = {f.name for f in dataclasses.fields(run.RunConfig)}
-    values = {key: value for key, value in vars(args).items() if key in fields}
-    return run.RunConfig(**{**values, "out": out})
+    values = vars(args)
+    settings = {f.name: values[f.name] for f in dataclasses.fields(Topography) if f.name in values}
+    topography = Topography(values.get("topography") or _TOPOGRAPHY_DEFAULTS.scheme, **settings)
+    baseline = args.command == "train" and args.topography is None
+    fields = {f.name for f in dataclasses.fields(run.RunConfig)} - {"topography", "out"}
+    chosen = {key: value for key, value in values.items() if key in fields}
+    return run.RunConfig(**chosen, topography=None if baseline else topography, out=out)
 
 
 def _print_result(result, out):
@@ -292,9 +310,7 @@ def _parser():
         help="position scheme; omit for the baseline",
     )
     train.add_argument("--dimension", type=int)
-    train.add_argument(
-        "--lambda", dest="topographic_weight", type=float, default=_TOPOGRAPHY_DEFAULTS.weight
-    )
+    train.add_argument("--lambda", dest="weight", type=float, default=_TOPOGRAPHY_DEFAULTS.weight)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="the run's folder")
     train.set_defaults(handler=_train)
@@ -323,7 +339,7 @@ def _parser():
     prune.add_argument("--fractions", default="0:1:0.05", help="start:stop:step or a,b,c")
     prune.add_argument("--criterion", choices=("l2", "l1", "random"), default="l2")
     prune.add_argument("--mode", choices=("mask", "remove"), default="mask")
-    prune.add_argument("--layers", nargs="+", help="default: the topographic layers (or twin's)")
+    prune.add_argument("--layers", nargs="+", help="default: the run's topographic layers")
     prune.add_argument("--seed", type=int, default=0, help="for --criterion random")
     prune.add_argument("--data-dir", help="default: the run's")
     prune.add_argument(
@@ -368,6 +384,14 @@ def _parser():
     study.add_argument("--runs-dir", required=True)
     study.add_argument("--data-dir", help="folder holding the dataset (not for digits)")
     study.set_defaults(handler=_study)
+
+    vit_study = commands.add_parser(
+        "vit-study", help="a small ViT with each topographic objective: maps, pruning (resumable)"
+    )
+    vit_study.add_argument("--spec", required=True, help="cpu, accelerator or a JSON file")
+    vit_study.add_argument("--runs-dir", required=True)
+    vit_study.add_argument("--data-dir", help="folder holding CIFAR-10 (not for digits)")
+    vit_study.set_defaults(handler=_vit_study)
 
     demo = commands.add_parser("demo", help="a small end-to-end run on scikit-learn's digits")
     demo.add_argument("--out", default="keras-topo-demo")

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 
 from keras_topo.experiments import prune_sweep, report, run, sweep
+from keras_topo.experiments.run_folder import RunFolder
 
 FRACTIONS = (0.0, 0.25, 0.5, 0.62, 0.75)
 EXPORT_FRACTION = 0.5
@@ -54,7 +55,7 @@ def run_demo(
     ]
     figures = draw_run_figures(out / "figures", [c.out for c in configs])
     topographic = next(c for c in configs if c.topography is not None)
-    trained = keras.saving.load_model(Path(topographic.out) / "best.keras", compile=False)
+    trained = RunFolder(topographic.out).load_best_model()
     pruned = pruning.prune_channels(trained, EXPORT_FRACTION, mode="remove")
     keras_path = out / "pruned_topographic.keras"
     pruned.save(keras_path)

@@ -1,6 +1,7 @@
 """`export_model`: a trained (pruned) model as a file that a runtime loads, optionally quantized.
 
-Topographic losses are training-only, so the model is first `keras_topo.strip_topography`-ed.
+Topographic losses are training-only, so a model with topographic layers is first
+`keras_topo.strip_topography`-ed; a model without them is exported as it is.
 Every route is a maintained converter; none is written here:
 
 | format | route | TensorFlow | JAX | torch |
@@ -64,14 +65,15 @@ def export_model(model, path, format="saved_model", quantize=None, calibration_d
     Returns:
         `path` as a `pathlib.Path`.
     """
-    from keras_topo.conversion import strip_topography
+    from keras_topo.conversion import has_topography, strip_topography
 
     path = Path(path)
     _check_request(model, path, format, quantize)
     calibration = None
     if quantize == "int8":
         calibration = calibration_array(calibration_data, model)
-    model = strip_topography(model)
+    if has_topography(model):  # else exported as it is: no copy, no config round trip
+        model = strip_topography(model)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         staged = staging / path.name
@@ -177,7 +179,29 @@ def _litert(model, path, quantize, calibration, staging):
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
-    path.write_bytes(converter.convert())
+    flatbuffer = converter.convert()
+    if quantize == "int8":
+        _check_int8_ranges(flatbuffer)
+    path.write_bytes(flatbuffer)
+
+
+def _check_int8_ranges(flatbuffer):
+    """Refuses an int8 LiteRT model with an infinite calibration range: the converter writes
+    it (scale ~ float32 max / 255), but the interpreter aborts the process when it loads it."""
+    interpreter = _litert_interpreter()(model_content=flatbuffer)
+    limit = np.finfo("float32").max / 512  # a range wider than half of float32's
+    unbounded = [
+        tensor["name"]
+        for tensor in interpreter.get_tensor_details()
+        if np.any(tensor["quantization_parameters"]["scales"] > limit)
+    ]
+    if unbounded:
+        raise ValueError(
+            f"int8 quantization met an infinite value range at {unbounded[0]!r} "
+            f"({len(unbounded)} tensors): a layer produces +-inf (e.g. a pad with -inf before "
+            "a max pool, as keras-hub's ResNetV2 stem), which int8 cannot hold. Export float "
+            "or float16, or make that constant finite."
+        )
 
 
 def _onnx(model, path, quantize, calibration, staging):
@@ -244,19 +268,24 @@ def _onnx_runner(path):
     return lambda inputs: session.run(None, {name: np.asarray(inputs, dtype="float32")})[0]
 
 
-def _litert_runner(path):
+def _litert_interpreter():
+    """The LiteRT interpreter class: ai-edge-litert's, else TensorFlow's copy."""
     if importlib.util.find_spec("ai_edge_litert") is not None:
         from ai_edge_litert.interpreter import Interpreter
-    else:
-        import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter
-    interpreter = Interpreter(model_path=str(path))
+        return Interpreter
+    import tensorflow as tf
+
+    return tf.lite.Interpreter
+
+
+def _litert_runner(path):
+    interpreter = _litert_interpreter()(model_path=str(path))
     (given,) = interpreter.get_input_details()
     (output,) = interpreter.get_output_details()
 
     def run(inputs):
-        inputs = np.asarray(inputs, dtype="float32")
+        inputs = np.asarray(inputs, dtype=given["dtype"])  # float32, or int32 token ids
         if tuple(interpreter.get_input_details()[0]["shape"]) != inputs.shape:
             interpreter.resize_tensor_input(given["index"], inputs.shape)
             interpreter.allocate_tensors()

@@ -9,7 +9,10 @@ import keras
 
 
 def walk_layers(model):
-    """Every layer of `model` once, in order, descending into nested models (any depth)."""
+    """Every layer of `model` once, in order, descending into nested models and traced custom
+    layers (`keras_topo.tracing`; the layers their `call` calls), at any depth."""
+    from keras_topo.tracing import layer_view
+
     seen = set()
 
     def walk(container):
@@ -18,8 +21,9 @@ def walk_layers(model):
                 continue
             seen.add(id(layer))
             yield layer
-            if isinstance(layer, keras.Model):
-                yield from walk(layer)
+            inner = layer if isinstance(layer, keras.Model) else layer_view(layer).model
+            if inner is not None and hasattr(inner, "layers"):
+                yield from walk(inner)
 
     yield from walk(model)
 
@@ -41,6 +45,91 @@ def carries_a_map(layer):
     spatial = getattr(layer, "data_format", "channels_last") == "channels_last"
     pooled = [all(d == 1 for d in (s[1:-1] if spatial else s[2:])) for s in shapes]
     return not (pooled and all(pooled))
+
+
+def topographic_class(layer):
+    """The topographic class `make_topographic` turns `layer` into, or None: the one registry
+    of the layers that can carry a map.
+
+    - `Conv1D / 2D / 3D` (and `keras_topo.fast_layers`' twins): their filters
+      (`keras_topo.topographic_conv`);
+    - `Dense`, `EinsumDense` whose output's last axis is a kernel axis, `MultiHeadAttention`:
+      their output channels, tokens as samples (`keras_topo.token_topography`).
+    """
+    from keras_topo.token_topography import TOKEN_TOPOGRAPHIC_CLASSES, map_channels
+    from keras_topo.topographic_conv import TOPOGRAPHIC_CLASSES
+
+    if type(layer) in TOPOGRAPHIC_CLASSES:
+        return TOPOGRAPHIC_CLASSES[type(layer)]
+    if type(layer) in TOKEN_TOPOGRAPHIC_CLASSES and map_channels(layer):
+        return TOKEN_TOPOGRAPHIC_CLASSES[type(layer)]
+    return None
+
+
+def plain_class(layer):
+    """The plain Keras class of a topographic layer (for `strip_topography`)."""
+    from keras_topo.token_topography import PLAIN_TOKEN_CLASSES
+    from keras_topo.topographic_conv import PLAIN_CLASSES
+
+    return {**PLAIN_CLASSES, **PLAIN_TOKEN_CLASSES}[type(layer)]
+
+
+def default_map_layers(model):
+    """`make_topographic`'s default rule for `model`, a predicate `layer -> bool`.
+
+    A transformer (a model with a `MultiHeadAttention`, e.g. a ViT, whose patch embedding may
+    be a Conv2D) or a model without a convolution that can carry a map (an MLP): the MLP hidden
+    layers (`mlp_hidden`), where TopoNets and TopoLM put their maps. Any other model: its
+    convolutions that can carry a map (`carries_a_map`).
+    """
+    from keras_topo.topographic_conv import TOPOGRAPHIC_CLASSES
+
+    def conv(layer):
+        return type(layer) in TOPOGRAPHIC_CLASSES and carries_a_map(layer)
+
+    layers = list(walk_layers(model))
+    attention = any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in layers)
+    if not attention and any(conv(layer) for layer in layers):
+        return conv
+    return mlp_hidden
+
+
+# Layers an MLP block's hidden activations pass through unchanged in width.
+_PASS_THROUGH = (keras.layers.Activation, keras.layers.Dropout, keras.layers.ReLU)
+
+
+def mlp_hidden(layer):
+    """Whether `layer` is the hidden layer of an MLP block, Dense -> activation -> Dense.
+
+    A `Dense` / `EinsumDense` with at least `MIN_MAP_CHANNELS` outputs and a non-linear
+    activation, its own or an `Activation` / `ReLU` layer after it, whose every consumer
+    (through `Activation` / `Dropout` / `ReLU` layers) is a `Dense` / `EinsumDense`: in a
+    transformer block the first Dense of the feed-forward part (width `mlp_dim`). Left out: patch
+    embeddings, attention projections, classifier heads (no Dense reads them).
+    """
+    from keras_topo.token_topography import map_channels
+
+    dense = (keras.layers.Dense, keras.layers.EinsumDense)
+    if not isinstance(layer, dense) or (map_channels(layer) or 0) < MIN_MAP_CHANNELS:
+        return False
+    activated = _non_linear(layer)
+    frontier, consumers = [layer], []
+    while frontier:
+        current = frontier.pop()
+        for node in current._outbound_nodes:
+            after = node.operation
+            if isinstance(after, _PASS_THROUGH):
+                activated = activated or _non_linear(after)
+                frontier.append(after)
+            else:
+                consumers.append(after)
+    return activated and bool(consumers) and all(isinstance(c, dense) for c in consumers)
+
+
+def _non_linear(layer):
+    if isinstance(layer, keras.layers.ReLU):
+        return True
+    return getattr(getattr(layer, "activation", None), "__name__", "linear") != "linear"
 
 
 def is_topographic(layer):

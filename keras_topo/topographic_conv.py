@@ -47,6 +47,12 @@ class TopographicMixin:
         if self.topography.objective == "weights" and self.filters >= 2:
             objectives.validate_shrink_factor(self.topography.shrink_factor, self.filters)
         self._target = self.topography.target(self.filters)
+        self._neighbourhood_seed = None
+        if self.topography.neighbourhoods is not None and self.filters >= 2:
+            self._neighbour_table = objectives.neighbour_table(
+                self.positions, self.topography.radius, self.topography.distance
+            )
+            self._neighbourhood_seed = keras.random.SeedGenerator(name="neighbourhood_seed")
 
     def call(self, inputs):
         # The Keras layer's own call without its activation gives the pre-activation output
@@ -56,22 +62,41 @@ class TopographicMixin:
             outputs = super().call(inputs)
         finally:
             self.activation = activation
+        self.add_topographic_loss(outputs, self.kernel, self.data_format)
+        if activation is not None:
+            return activation(outputs)
+        return outputs
+
+    def add_topographic_loss(self, outputs, kernel, data_format="channels_last"):
+        """Adds (and records) `topographic_weight * loss` of the pre-activation `outputs`;
+        `kernel` `(..., C_in, filters)` serves the "weights" objective."""
         if self.filters < 2:  # a layer pruned to one channel: no pair of channels, no loss
             loss = keras.ops.zeros((), "float32")
         else:
             loss = objectives.objective_loss(
                 self.topography.objective,
                 outputs,
-                kernel=self.kernel,
+                kernel=kernel,
                 target=self._target,
                 shrink_factor=self.topography.shrink_factor,
-                data_format=self.data_format,
+                data_format=data_format,
+                neighbourhoods=self._neighbourhoods(),
             )
+        self.add_weighted_loss(loss)
+
+    def add_weighted_loss(self, loss):
+        """Adds `topographic_weight * loss` (unweighted `loss` recorded, `loss_recording`)."""
         self.add_loss(self.topographic_weight * loss)
         loss_recording.record(self.name, loss)
-        if activation is not None:
-            return activation(outputs)
-        return outputs
+
+    def _neighbourhoods(self):
+        """The spatial objective's sampled neighbourhoods of this step (`Topography`'s
+        `neighbourhoods` and `radius`), or None: all pairs."""
+        if self._neighbourhood_seed is None:
+            return None
+        return objectives.sample_neighbourhoods(
+            self._neighbour_table, self.topography.neighbourhoods, self._neighbourhood_seed
+        )
 
     def narrowed_config(self, kept):
         """This layer's config with only the output channels `kept` (their positions stay)."""

@@ -102,6 +102,18 @@ def _direct_sum(y, target):
     return 0.5 * ops.sum(off_diagonal * ops.square(sim - target))
 
 
+def gram_topographic_loss(gram, target):
+    """The loss of one set of samples from its channels' Gram matrix `Y^T Y`, `(C, C)` float32:
+    the mean over pairs `i < j` of `(S_ij - T_ij)^2`, `S = gram / (|y_i| |y_j|)`, norms clamped
+    at `sqrt(eps)` as above (`target` `(C, C)` numpy)."""
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram), EPS))
+    sim = gram / (norms[:, None] * norms[None, :])
+    channels = target.shape[0]
+    off_diagonal = 1.0 - ops.eye(channels, dtype="float32")
+    pairs = ops.sum(off_diagonal * ops.square(sim - tensor_constants.constant(target, "float32")))
+    return 0.5 * pairs / (channels * (channels - 1) / 2)
+
+
 def _identity_sum(y, target, target_np):
     """The same sum from the `(B, HW, HW)` Gram identities (no `(B, C, C)` tensor)."""
     y, floor_sq = channel_scale.rescale_channels(y, axis=1, floor_sq=EPS)

@@ -15,7 +15,11 @@ class TopographicRegularizer(keras.regularizers.Regularizer):
     convs, attention blocks...), `activity_regularizer=TopographicRegularizer(...)` adds the
     same loss as a topographic layer would on that output. Keras divides activity losses by
     the batch size (`Layer.__call__`); the regularizer multiplies by it first, so the value
-    does not depend on the batch size. With `objective="weights"` it is a
+    does not depend on the batch size. A `(batch, channels)` output has one position per input:
+    its similarities are taken over the batch's inputs. For token outputs `(batch, tokens,
+    channels)` (the similarities over every token of the batch) and the weights objective on
+    `Dense` / `EinsumDense` / `MultiHeadAttention`, use `make_topographic`'s topographic classes
+    (`keras_topo.token_topography`). With `objective="weights"` it is a
     `kernel_regularizer=` instead (the kernel `(..., C_in, channels)` is the input).
 
     Args:
@@ -50,7 +54,12 @@ class TopographicRegularizer(keras.regularizers.Regularizer):
                 shrink_factor=self.topography.shrink_factor,
             )
             return self.weight * loss
-        loss = objectives.objective_loss(self.topography.objective, x, kernel=None, target=target)
+        samples = x
+        if len(x.shape) == 2:  # one position per input: the batch's inputs are the samples
+            samples = ops.reshape(x, (1, -1, channels))
+        loss = objectives.objective_loss(
+            self.topography.objective, samples, kernel=None, target=target
+        )
         # Cancels Keras' division of activity-regularizer losses by the batch size.
         batch = ops.cast(ops.shape(x)[0], "float32")
         return self.weight * loss * batch

@@ -35,6 +35,11 @@ class Topography:
             (TDANN); see `keras_topo.objectives`.
         shrink_factor: the "weights" objective's down-scaling of the sheet, a number or
             `(h, w)`, each at least 1 (checked against the sheet by the layer).
+        neighbourhoods: "spatial" only: TopoLM's sampling for wide layers, K neighbourhoods
+            (the units within `radius` of a random unit) drawn per step, the loss averaged over
+            them; None: all pairs. Draws follow `keras.utils.set_random_seed`.
+        radius: the neighbourhoods' radius in position units (the "grid" sheet spans [0, 1]);
+            required with `neighbourhoods`.
 
     A `Topography` is immutable and hashable; `replace(**changes)` returns a modified copy.
     """
@@ -47,6 +52,8 @@ class Topography:
     nested_factor: float = 0.5
     objective: str = "activation"
     shrink_factor: object = objectives.DEFAULT_SHRINK_FACTOR
+    neighbourhoods: int | None = None
+    radius: float | None = None
 
     def __post_init__(self):
         if isinstance(self.scheme, str):
@@ -104,6 +111,34 @@ class Topography:
             )
         if isinstance(self.shrink_factor, (list, tuple)):
             object.__setattr__(self, "shrink_factor", tuple(self.shrink_factor))
+        self._validate_neighbourhoods()
+
+    def _validate_neighbourhoods(self):
+        if self.neighbourhoods is None:
+            if self.radius is not None:
+                raise ValueError(
+                    "radius sets the spatial objective's neighbourhoods: give "
+                    "neighbourhoods=K too, or leave radius=None."
+                )
+            return
+        if self.objective != "spatial":
+            raise ValueError(
+                f'neighbourhoods samples pairs of the "spatial" objective; objective is '
+                f'{self.objective!r}. Use objective="spatial" or neighbourhoods=None.'
+            )
+        if isinstance(self.neighbourhoods, bool) or not (
+            isinstance(self.neighbourhoods, numbers.Integral) and self.neighbourhoods >= 1
+        ):
+            raise ValueError(
+                f"neighbourhoods must be a positive integer (K per step), got "
+                f"{self.neighbourhoods!r}."
+            )
+        if not (_is_finite_non_negative(self.radius) and self.radius > 0):
+            raise ValueError(
+                f"radius must be a positive number with neighbourhoods=K, got {self.radius!r}."
+            )
+        object.__setattr__(self, "neighbourhoods", int(self.neighbourhoods))
+        object.__setattr__(self, "radius", float(self.radius))
 
     @classmethod
     def coerce(cls, value=None, **changes):
@@ -157,14 +192,22 @@ class Topography:
             return self.weight / num_layers
         return self.weight
 
-    def describe(self):
-        """A short human-readable label, e.g. "grid-2d, lambda 1 (mean), activation"."""
+    def label(self):
+        """The map's name: "<scheme>-<dimension>d" ("explicit-<channels>x<dimension>" for
+        explicit positions), with "-<objective>" for objectives other than the paper's
+        "activation", e.g. "grid-2d", "nested-3d", "grid-2d-spatial". The one label of the
+        organisation (run folders, result tables, figure legends)."""
         if self.explicit:
-            where = f"explicit {len(self.scheme)}x{len(self.scheme[0])} positions"
+            where = f"explicit-{len(self.scheme)}x{len(self.scheme[0])}"
         else:
             dims = self.dimension or positions_lib.SCHEME_DIMENSIONS[self.scheme][0]
             where = f"{self.scheme}-{dims}d"
-        return f"{where}, lambda {self.weight:g} ({self.reduction}), {self.objective}"
+        return where if self.objective == "activation" else f"{where}-{self.objective}"
+
+    def describe(self):
+        """A short human-readable summary, e.g. "grid-2d, lambda 1 (mean)" (`label` first)."""
+        sampled = f" ({self.neighbourhoods} x r {self.radius:g})" if self.neighbourhoods else ""
+        return f"{self.label()}, lambda {self.weight:g} ({self.reduction}){sampled}"
 
     def get_config(self):
         config = dataclasses.asdict(self)

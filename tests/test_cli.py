@@ -3,9 +3,10 @@
 import json
 
 import pytest
+import tiny_architecture
 
-from keras_topo import cli
-from keras_topo.experiments import results
+from keras_topo import Topography, cli
+from keras_topo.experiments import results, run
 
 TINY = [
     "--dataset",
@@ -16,8 +17,6 @@ TINY = [
     "32",
     "--train-subset",
     "32",
-    "--width-multiplier",
-    "0.125",
     "--verbose",
     "0",
 ]
@@ -25,49 +24,55 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny run trained through the CLI (with a small stand-in for ResNet-18)."""
-    from test_experiments_run import small_model
-
-    from keras_topo.experiments import run
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run, "build_model", small_model)
-        yield _train(tmp_path_factory)
-
-
-def _train(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    out = runs / "grid"
-    assert (
-        cli.main(["train", *TINY, "--topography", "grid", "--lambda", "2", "--out", str(out)]) == 0
-    )
-    return runs, out
+    """A tiny run trained through the CLI (the test architecture "tiny", not ResNet-18)."""
+    with tiny_architecture.registered():
+        runs = tmp_path_factory.mktemp("runs")
+        out = runs / "grid"
+        argv = ["train", *TINY, "--model", "tiny", "--topography", "grid", "--lambda", "2"]
+        assert cli.main([*argv, "--out", str(out)]) == 0
+        yield runs, out
 
 
 def test_train_records_the_flags(trained, capsys):
     _, out = trained
     result = results.read(out)
     assert result["status"] == "complete"
-    config = result["config"]
-    assert (config["topography"], config["topographic_weight"], config["train_subset"]) == (
-        "grid",
-        2.0,
-        32,
-    )
-    assert config["weight_decay_mode"] == "coupled" and config["learning_rate"] == 0.01
-    assert config["distribute"] == "none" and config["reduction"] == "mean"
-    assert config["precision"] == "float32" == result["fast_path"]["precision"]
+    config = run.RunConfig.from_dict(result["config"])
+    assert config.topography == Topography("grid", weight=2.0) and config.train_subset == 32
+    assert config.weight_decay_mode == "coupled" and config.learning_rate == 0.01
+    assert config.distribute == "none" and config.model == "tiny"
+    assert config.precision == "float32" == result["fast_path"]["precision"]
     # Running the same command again prints the finished run without training.
-    cli.main(["train", *TINY, "--topography", "grid", "--lambda", "2", "--out", str(out)])
+    argv = ["train", *TINY, "--model", "tiny", "--topography", "grid"]
+    cli.main([*argv, "--lambda", "2", "--out", str(out)])
     assert "grid-2d, best epoch 0" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # ... but not under other settings
-        cli.main(["train", *TINY, "--topography", "grid", "--out", str(out)])
-    assert "topographic_weight" in capsys.readouterr().err
+        cli.main([*argv, "--reduction", "sum", "--out", str(out)])
+    assert "(topography.reduction, topography.weight differ)" in capsys.readouterr().err
 
 
 def test_precision_flag_reaches_the_run_config():
     args = cli._parser().parse_args(["train", *TINY, "--precision", "mixed_float16", "--out", "x"])
     assert cli._run_config(args, "x").precision == "mixed_float16"
+
+
+def test_topographic_flags_make_one_topography():
+    """`train` flags map onto the fields of one `Topography`; a sweep's flags make the
+    template of its organisations; `train` without --topography is the baseline."""
+    flags = ["--reduction", "sum", "--distance", "l1", "--nested-factor", "0.25"]
+    args = cli._parser().parse_args(
+        ["train", *TINY, "--topography", "nested", "--dimension", "3", "--lambda", "0.5", *flags]
+        + ["--out", "x"]
+    )
+    assert cli._run_config(args, "x").topography == Topography(
+        "nested", dimension=3, weight=0.5, reduction="sum", distance="l1", nested_factor=0.25
+    )
+    baseline = cli._parser().parse_args(["train", *TINY, *flags, "--out", "x"])
+    assert cli._run_config(baseline, "x").topography is None
+    sweep = cli._parser().parse_args(["sweep", *TINY, *flags, "--runs-dir", "r"])
+    assert cli._run_config(sweep, "r").topography == Topography(
+        reduction="sum", distance="l1", nested_factor=0.25
+    )
     with pytest.raises(SystemExit):
         cli.main(["train", *TINY, "--precision", "float16", "--out", "x"])
 

@@ -65,7 +65,9 @@ def test_choose_layers_by_name_and_predicate():
     by_name = keras_topo.make_topographic(model, layers=["conv_b"])
     assert [layer.name for layer in keras_topo.topographic_layers(by_name)] == ["conv_b"]
     assert keras_topo.topographic_layers(by_name)[0].topographic_weight == 1.0
-    by_predicate = keras_topo.make_topographic(model, layers=lambda layer: layer.filters == 6)
+    by_predicate = keras_topo.make_topographic(
+        model, layers=lambda layer: getattr(layer, "filters", 0) == 6
+    )
     assert [layer.name for layer in keras_topo.topographic_layers(by_predicate)] == ["conv_a"]
 
 
@@ -110,12 +112,13 @@ def test_copy_trains_with_fit():
         (
             functional_model,
             {"layers": ["conv_z"]},
-            r"Its Conv1D/Conv2D/Conv3D layers are \['conv_a', 'conv_b'\]",
+            r"Its Conv/Dense/EinsumDense/MultiHeadAttention layers are "
+            r"\['conv_a', 'conv_b', 'head'\]",
         ),
         (functional_model, {"reduction": "max"}, "Unknown reduction"),
         (functional_model, {"weight": -1}, "non-negative"),
         (functional_model, {"topography": "spiral"}, "Unknown topography"),
-        (functional_model, {"layers": lambda layer: False}, "selected no Conv1D/Conv2D/Conv3D"),
+        (functional_model, {"layers": lambda layer: False}, "selected no Conv/Dense"),
         (Subclassed, {}, "subclassed"),
     ],
 )

@@ -1,12 +1,12 @@
 """`prune_sweep` on run folders made by hand (an untrained small ResNet-18 on digits)."""
 
-import dataclasses
 import json
 
 import keras
 import numpy as np
 import pytest
 
+from keras_topo import applications
 from keras_topo.experiments import digits, prune_sweep, results, run
 
 
@@ -23,10 +23,11 @@ def make_run(folder, topography):
         width_multiplier=0.125,
         out=str(folder),
     )
+    run_folder = run.RunFolder(folder)
     folder.mkdir(parents=True)
     model = run.build_model(config, digits.INPUT_SHAPE, digits.NUM_CLASSES)
-    model.save(folder / "best.keras")
-    (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    model.save(run_folder.best_model_path)
+    run_folder.write_config(config)
     return config, model
 
 
@@ -61,11 +62,15 @@ def test_sweep_prunes_the_topographic_layers_and_writes_results(tmp_path):
     assert csv_lines[0].startswith("fraction,") and len(csv_lines) == 2
 
 
-def test_baseline_is_pruned_at_its_topographic_twins_layers_and_remove_equals_mask(tmp_path):
+def test_baseline_is_pruned_at_its_architectures_topographic_layers_and_remove_equals_mask(
+    tmp_path,
+):
     config, model = make_run(tmp_path / "base", None)
     masked = prune_sweep.prune_sweep(config.out, [0.75], log=lambda _: None)
     removed = prune_sweep.prune_sweep(config.out, [0.75], mode="remove", log=lambda _: None)
-    assert masked["layers"][0] == "stem_conv" and len(masked["layers"]) == 5
+    specs = applications.topographic_layer_specs("resnet18", width_multiplier=0.125)
+    assert masked["layers"] == [spec.name for spec in specs] and len(specs) == 5
+    assert masked["layers"][0] == "stem_conv" and masked["organisation"] == "baseline"
     for m, r in zip(masked["points"], removed["points"], strict=True):
         assert m["accuracy"] == pytest.approx(r["accuracy"], abs=1e-6)
         assert r["params"] < m["params"] == model.count_params()
@@ -83,8 +88,8 @@ def test_a_folder_without_a_checkpoint_is_refused(tmp_path):
 
 def test_run_config_prefers_result_json(tmp_path):
     config, _ = make_run(tmp_path / "r", "grid")
-    results.write(tmp_path / "r", {"config": {**dataclasses.asdict(config), "seed": 3}})
-    assert prune_sweep.run_config(tmp_path / "r").seed == 3
+    results.write(tmp_path / "r", {"config": {**config.to_dict(), "seed": 3}})
+    assert run.RunFolder(tmp_path / "r").read_config().seed == 3
 
 
 def test_a_sweep_run_again_computes_only_the_missing_fractions(tmp_path, monkeypatch):
@@ -134,5 +139,9 @@ def test_redundancy_through_the_sweep_reads_a_fixed_calibration_sample(tmp_path)
     assert sweep["points"][0]["accuracy"] == pytest.approx(accuracy(expected), abs=1e-6)
     assert sweep["calibration_size"] == 64 and not sweep["compensate"]
     assert (tmp_path / "topo" / "pruning-redundancy-mask.json").exists()
-    stem = prune_sweep.sweep_stem(tmp_path, "redundancy", "mask", compensate=True)
+    stem = run.RunFolder(tmp_path).pruning_stem("redundancy", "mask", compensate=True)
     assert stem.name == "pruning-redundancy-mask-compensated"
+    assert (
+        run.RunFolder(tmp_path).pruning_stem("l2", "remove", 2).name
+        == "pruning-l2-remove-finetune2"
+    )

@@ -6,14 +6,14 @@ import io
 import numpy as np
 import pytest
 
+from keras_topo import Topography
 from keras_topo.experiments import report, results, run, sweep
 
 
 def fake_result(folder, topography, weight, seed, val, test, dataset="cifar10", auc=None):
     config = run.RunConfig(
         dataset=dataset,
-        topography=topography,
-        topographic_weight=weight,
+        topography=None if topography is None else Topography(topography, weight=weight),
         seed=seed,
         out=str(folder),
     )
@@ -21,7 +21,7 @@ def fake_result(folder, topography, weight, seed, val, test, dataset="cifar10", 
     if auc is not None:
         metrics["roc_auc"] = auc
     result = results.make(
-        config=vars(config),
+        config=config,
         epochs=[{"epoch": 0, "val_accuracy": val}],
         test=metrics,
         topographic_layers=[],
@@ -86,7 +86,7 @@ def test_report_without_runs_is_an_error(tmp_path):
 
 
 def test_grid_names_one_baseline_per_seed_and_every_lambda_for_schemes(tmp_path):
-    base = run.RunConfig(dataset="digits", epochs=1)
+    base = run.RunConfig(dataset="digits", epochs=1, topography=Topography(reduction="sum"))
     configs = sweep.grid(
         base, tmp_path, ["resnet18"], ["baseline", "grid", "nested-3d"], [0.5, 1], [0, 1]
     )
@@ -94,8 +94,12 @@ def test_grid_names_one_baseline_per_seed_and_every_lambda_for_schemes(tmp_path)
     assert len(configs) == 2 + 2 * 2 * 2
     assert names[:2] == ["digits-resnet18-baseline-seed0", "digits-resnet18-baseline-seed1"]
     assert "digits-resnet18-nested-3d-lam0.5-seed1" in names
-    nested = [c for c in configs if c.topography == "nested"]
-    assert {c.dimension for c in nested} == {3} and {c.epochs for c in configs} == {1}
+    nested = [c for c in configs if c.topography is not None and c.topography.scheme == "nested"]
+    assert {c.topography.dimension for c in nested} == {3} and {c.epochs for c in configs} == {1}
+    # The organisations keep the base's other settings; each folder is named by its data.
+    assert {c.topography.reduction for c in configs if c.topography} == {"sum"}
+    assert {c.topography.weight for c in nested} == {0.5, 1.0}
+    assert names == [sweep.run_name(c) for c in configs]
 
 
 @pytest.mark.parametrize("text", ["grid-4d", "hexagon", "circle-3d", "grid-xd"])

@@ -7,12 +7,18 @@ import os
 import keras
 import numpy as np
 import pytest
+import tiny_architecture
 
-from keras_topo import TopographicConv2D
+from keras_topo import Topography
 from keras_topo.experiments import digits, fast_path, results, run
 
 TINY = dict(
-    dataset="digits", epochs=2, batch_size=32, train_subset=64, width_multiplier=0.125, verbose=0
+    dataset="digits",
+    model=tiny_architecture.NAME,
+    epochs=2,
+    batch_size=32,
+    train_subset=64,
+    verbose=0,
 )
 
 
@@ -40,29 +46,9 @@ class KillInEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt("killed")
 
 
-def small_model(config, input_shape, num_classes):
-    """A two-conv stand-in for ResNet-18 (these tests are about the runner, not the model)."""
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
-    if config.topography is None:
-        conv = keras.layers.Conv2D(8, 3, padding="same", name="conv2")
-    else:
-        conv = TopographicConv2D(
-            8,
-            3,
-            padding="same",
-            topography=config.topography,
-            topographic_weight=config.topographic_weight,
-            name="conv2",
-        )
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(conv(x)))
-    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
-
-
 @pytest.fixture(autouse=True, scope="module")
-def _small_models():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run, "build_model", small_model)
+def _tiny_architecture():
+    with tiny_architecture.registered():
         yield
 
 
@@ -74,20 +60,24 @@ def _log_rows(path):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "grid"
-    config = run.RunConfig(**TINY, topography="grid", topographic_weight=0.5, out=str(out))
+    config = run.RunConfig(**TINY, topography=Topography("grid", weight=0.5), out=str(out))
     return config, run.train(config)
 
 
 def test_run_writes_its_files_and_a_complete_result(finished):
     config, result = finished
     out = config.out
-    for name in ("config.json", "result.json", "best.keras", "log.csv", "tensorboard"):
-        assert (run.Path(out) / name).exists(), name
-    assert not (run.Path(out) / "backup").exists()
+    folder = run.RunFolder(out)
+    for path in (folder.config_path, folder.result_path, folder.best_model_path):
+        assert path.is_file(), path
+    assert folder.log_path.is_file() and folder.tensorboard_dir.is_dir()
+    assert not folder.backup_dir.exists()
     assert result == json.loads((run.Path(out) / "result.json").read_text())
+    assert folder.read_config() == config and folder.is_complete()
     assert result["status"] == "complete" and result["organisation"] == "grid-2d"
     assert result["reduction"] == "mean" and result["backend"] == keras.backend.backend()
-    assert result["config"]["topographic_weight"] == 0.5
+    assert result["config"]["topography"] == Topography("grid", weight=0.5).get_config()
+    assert run.RunConfig.from_dict(result["config"]) == config
     assert result["jit_compile"] == run.resolve_jit_compile("default")  # the fast path
     assert result["fast_path"] == {
         "jit_compile": result["jit_compile"],
@@ -161,7 +151,7 @@ def test_a_folder_holding_another_run_is_refused(finished):
     config, _ = finished
     other = run.RunConfig(**{**TINY, "seed": 7}, out=str(run.Path(config.out).parent / "x"))
     run.Path(other.out).mkdir()
-    (run.Path(other.out) / "config.json").write_text(json.dumps({**vars(other), "seed": 1}))
+    (run.Path(other.out) / "config.json").write_text(json.dumps({**other.to_dict(), "seed": 1}))
     with pytest.raises(ValueError, match="seed"):
         run.train(other)
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_topo import cli, pruning
+from keras_topo import Topography, cli, pruning
 from keras_topo.experiments import run, study, study_report
 from keras_topo.metrics import similarity_ordering
 
@@ -19,10 +19,10 @@ def test_built_in_specs_and_their_runs():
     assert len(configs) == 2 * len(spec.variants)
     by_name = {c.out: c for _, c in configs}
     paper = by_name["R/paper-lam1-sum-seed1"]
-    assert (paper.topography, paper.reduction, paper.topographic_weight) == ("grid", "sum", 1.0)
-    assert by_name["R/paper-lam10-sum-seed0"].topographic_weight == 10.0
-    assert by_name["R/tdann-spatial-lam1-seed0"].objective == "spatial"
-    assert by_name["R/topoloss-lam1-seed0"].objective == "weights"
+    assert paper.topography == Topography("grid", weight=1.0, reduction="sum")
+    assert by_name["R/paper-lam10-sum-seed0"].topography.weight == 10.0
+    assert by_name["R/tdann-spatial-lam1-seed0"].topography.objective == "spatial"
+    assert by_name["R/topoloss-lam1-seed0"].organisation == "grid-2d-weights"
     assert by_name["R/baseline-seed0"].topography is None
     assert {c.epochs for c in by_name.values()} == {spec.epochs}
 

@@ -146,6 +146,23 @@ def test_int8_calibration_is_checked(trained, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@_needs("litert")
+def test_int8_with_an_infinite_range_is_refused_not_written(tmp_path):
+    # A -inf pad before a max pool (keras-hub's ResNetV2 stem): the converter writes scales of
+    # about float32 max / 255, and the interpreter aborts the process when it loads the file.
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 1)(inputs)
+    padded = keras.ops.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=-np.inf)
+    pooled = keras.layers.MaxPooling2D(3, strides=2)(padded)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(pooled)))
+    x = np.random.default_rng(0).standard_normal((8, 8, 8, 3)).astype("float32")
+    with pytest.raises(ValueError, match="infinite value range"):
+        keras_topo.export_model(
+            model, tmp_path / "m.tflite", "litert", quantize="int8", calibration_data=x
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_calibration_array_takes_batches_and_keeps_the_first_samples(trained):
     model, x_train, _ = trained
     batches = [(x_train[i : i + 100], None) for i in range(0, 400, 100)]

@@ -255,8 +255,8 @@ def test_expand_channels_scatters_between_constants():
         ({"fraction": "0.5"}, "fraction"),
         ({"fraction": 0.5, "criterion": "l3"}, "criterion"),
         ({"fraction": 0.5, "mode": "drop"}, "mode"),
-        ({"fraction": 0.5, "layers": ["nope"]}, "'nope' is not a Conv2D"),
-        ({"fraction": 0.5, "layers": ["c1_bn"]}, "not a Conv2D"),
+        ({"fraction": 0.5, "layers": ["nope"]}, "'nope' is not a conv, dense"),
+        ({"fraction": 0.5, "layers": ["c1_bn"]}, "not a conv, dense"),
         ({"fraction": 0.5}, "layers="),  # no TopographicConv2D in `chain`
     ],
 )

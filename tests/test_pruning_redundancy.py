@@ -1,5 +1,7 @@
 """prune_channels(criterion="redundancy", compensate=True): ranking, compensation, bad input."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -7,7 +9,11 @@ from keras import ops
 
 from keras_topo import TopographicConv2D
 from keras_topo.pruning import prune_channels
-from keras_topo.pruning.redundancy import RIDGE, neighbour_scores, redundancy_scores
+from keras_topo.pruning import responses as responses_module
+from keras_topo.pruning.compensation import least_squares_map
+from keras_topo.pruning.graph import ChannelGraph
+from keras_topo.pruning.redundancy import RIDGE, map_check, neighbour_scores, redundancy_scores
+from keras_topo.pruning.responses import position_indices, response_moments
 
 CONVS = lambda layer: isinstance(layer, keras.layers.Conv2D)  # noqa: E731
 
@@ -262,8 +268,13 @@ def test_bad_input_raises_before_anything_changes(kwargs, message):
 def test_non_finite_responses_raise():
     model = chain_model(duplicate=False)
     set_weights(model.get_layer("producer"), kernel=np.full((3, 3, 3, 8), 3e38))
+    before = weights_of(model)
     with pytest.raises(ValueError, match="not finite"):
-        prune_channels(model, 0.5, "redundancy", calibration_data=np.ones((4, 6, 6, 3)))
+        prune_channels(
+            model, 0.5, "redundancy", calibration_data=np.ones((4, 6, 6, 3)), compensate=True
+        )
+    for a, b in zip(before, weights_of(model), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_neighbours_need_a_topographic_group():
@@ -295,3 +306,82 @@ def test_a_separable_consumer_is_named_not_compensated():
             report=True,
         )  # fmt: skip
     assert report.groups[0].calibration["not compensated"] == ["separable"]
+
+
+def consumer_responses(model, x):
+    """The consumer's input `(samples, 8)` over `x` (all positions), float64."""
+    probe = keras.Model(model.inputs[0], model.get_layer("consumer").input)
+    return run(probe, x).reshape(-1, 8).astype("float64")
+
+
+def consumer_moments(model, x):
+    """`Moments` of the consumer's input, by the pruner's calibration pass."""
+    graph = ChannelGraph(model)
+    key = next(call for call in graph.calls if call.op.name == "consumer").inputs[0]
+    return response_moments(graph, [key], [x])[key]
+
+
+def test_compensation_fit_is_least_squares_on_the_stacked_responses():
+    model = chain_model(topographic=False, duplicate=False, seed=2)
+    x = images(32, 0)
+    kept, removed = np.array([0, 2, 3, 5, 6]), np.array([1, 4, 7])
+    coefficients, offset = least_squares_map(
+        consumer_moments(model, x), np.arange(8), kept, removed, intercept=True
+    )
+    responses = consumer_responses(model, x)  # 32 images x 36 positions
+    design = np.column_stack([responses[:, kept], np.ones(len(responses))])
+    want = np.linalg.lstsq(design, responses[:, removed], rcond=None)[0]
+    np.testing.assert_allclose(coefficients, want[:-1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(offset, want[-1], rtol=1e-4, atol=1e-6)
+
+
+def test_calibration_samples_the_same_positions_of_every_image(monkeypatch):
+    monkeypatch.setattr(responses_module, "CALIBRATION_POSITIONS", 10)
+    model = chain_model(topographic=False, duplicate=False, seed=2)
+    x = images(16, 0)
+    moments = consumer_moments(model, x)
+    chosen = consumer_responses(model, x).reshape(16, 36, 8)[:, position_indices(36, 10)]
+    chosen = chosen.reshape(-1, 8)
+    assert moments.count == 160 and len(set(position_indices(36, 10))) == 10
+    np.testing.assert_allclose(moments.mean, chosen.mean(axis=0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        moments.covariance(), np.cov(chosen, rowvar=False, bias=True), rtol=1e-6, atol=1e-9
+    )
+
+
+def test_map_check_counts_live_channels_only_and_warns_nothing():
+    rng = np.random.default_rng(1)
+    samples = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 6)) + 0.5 * rng.normal(size=(300, 6))
+    samples[:, 2] = 1.0  # a dead channel: zero variance
+    covariance = np.cov(samples, rowvar=False, bias=True)
+    positions = np.stack([np.arange(6.0), np.zeros(6)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shares = map_check(covariance, positions, 2, np.random.default_rng(0))
+    centred = samples - samples.mean(axis=0)
+    live = [0, 1, 3, 4, 5]
+    explained = []
+    for i in live:
+        others = centred[:, [j for j in live if j != i]]
+        fit = others @ np.linalg.lstsq(others, centred[:, i], rcond=None)[0]
+        explained.append(1 - np.var(centred[:, i] - fit) / np.var(centred[:, i]))
+    assert shares["all"] == pytest.approx(np.mean(explained), rel=1e-5)
+
+
+def test_ranking_of_a_wider_group_matches_the_oracle():
+    rng = np.random.default_rng(4)
+    samples = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 24))
+    samples += 0.2 * rng.normal(size=samples.shape)
+    samples[:, 1::5] = samples[:, ::5] + 0.01 * rng.normal(size=(400, 5))  # near-duplicates
+    covariance = np.cov(samples, rowvar=False)
+    assert np.array_equal(np.argsort(redundancy_scores(covariance)), oracle_order(covariance))
+
+
+def test_a_nested_model_is_compensated_exactly():
+    inner = chain_model()
+    inputs = keras.Input((6, 6, 3))
+    outer = keras.Model(inputs, keras.layers.Activation("linear")(inner(inputs)))
+    pruned = prune_channels(
+        outer, 0.5, "redundancy", mode="mask", calibration_data=images(64, 0), compensate=True
+    )
+    assert relative_error(outer, pruned, images(16, 1)) <= 1e-4

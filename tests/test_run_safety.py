@@ -9,18 +9,19 @@ import sys
 import keras
 import numpy as np
 import pytest
-from test_experiments_run import TINY, BatchCounter, KillInEpoch, small_model
+import tiny_architecture
+from test_experiments_run import TINY, BatchCounter, KillInEpoch
 
 from keras_topo import cli
 from keras_topo.experiments import checkpoints, divergence, recipe, results, run, run_lock
 
-CLI_TINY = ["--dataset", "digits", "--epochs", "1", "--batch-size", "32", "--verbose", "0"]
+CLI_TINY = ["--dataset", "digits", "--model", "tiny", "--epochs", "1", "--batch-size", "32"]
+CLI_TINY += ["--verbose", "0"]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _small_models():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run, "build_model", small_model)
+def _tiny_architecture():
+    with tiny_architecture.registered():
         yield
 
 
@@ -168,7 +169,7 @@ def test_a_diverging_run_stops_and_is_never_recorded(tmp_path):
     with pytest.raises(divergence.TrainingDiverged, match="loss is (nan|inf) at"):
         run.train(config)
     assert results.read(config.out) is None
-    for row in run.read_log(os.path.join(config.out, "log.csv")):
+    for row in run.RunFolder(config.out).read_log():
         assert all(np.isfinite(value) for value in row.values())
 
 

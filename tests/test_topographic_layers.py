@@ -145,7 +145,7 @@ def test_make_topographic_converts_1d_3d_nested_and_regularizes_other_layers():
     inner = keras.Model(inner_in, keras.layers.Conv1D(4, 3, name="c1")(inner_in), name="inner")
     inputs = keras.Input((8, 3))
     x = inner(inputs)
-    x = keras.layers.Dense(5, name="proj")(x)
+    x = keras.layers.DepthwiseConv1D(3, name="proj")(x)
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(x))
     topo = keras_topo.make_topographic(
         model,
@@ -160,7 +160,7 @@ def test_make_topographic_converts_1d_3d_nested_and_regularizes_other_layers():
         topo.get_layer("proj").activity_regularizer, keras_topo.TopographicRegularizer
     )
     assert len(topo.losses) == 2
-    with pytest.raises(ValueError, match="not a Conv1D/Conv2D/Conv3D layer"):
+    with pytest.raises(ValueError, match="not a Conv/Dense/EinsumDense/MultiHeadAttention layer"):
         keras_topo.make_topographic(model, layers=["proj"])
 
     volume_in = keras.Input((4, 4, 4, 2))

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 
 from keras_topo import export
-from keras_topo.experiments import datasets, prune_sweep, run
+from keras_topo.experiments import datasets, run
+from keras_topo.experiments.run_folder import RunFolder
 
 
 def export_run(
@@ -35,7 +36,8 @@ def export_run(
         out: the file (folder for a SavedModel) to write; default
             `<run>/export/best[-pruned<P>][-finetune<N>][-<quantize>]<suffix>`.
         prune: None, or the fraction of channels to prune (`prune_channels`, group coupling,
-            mode "remove") at the run's topographic layers (its twin's for a baseline).
+            mode "remove") at `run.topographic_layer_names` (the run's topographic layers,
+            or those its architecture makes topographic for a baseline).
         criterion: the pruning criterion.
         finetune_epochs: fine-tune the pruned model this many epochs on the training split.
         data_dir, batch_size: override the run's.
@@ -46,14 +48,14 @@ def export_run(
     """
     from keras_topo import pruning
 
-    run_dir = Path(run_dir)
-    config = prune_sweep.run_config(run_dir)
+    folder = RunFolder(run_dir)
+    config = folder.read_config()
     data_dir = data_dir or config.data_dir
     batch_size = batch_size or config.batch_size
-    model = prune_sweep.load_best(run_dir)
+    model = folder.load_best_model()
     name = "best"
     if prune:
-        layers = prune_sweep.default_layers(model, config, data_dir, batch_size)
+        layers = run.topographic_layer_names(model, config)
         model = pruning.prune_channels(model, prune, criterion=criterion, layers=layers)
         name += f"-pruned{round(100 * prune)}"
     if finetune_epochs:
@@ -74,8 +76,8 @@ def export_run(
     if quantize:
         name += f"-{quantize}"
     if out is None:
-        (run_dir / "export").mkdir(exist_ok=True)
-        out = run_dir / "export" / (name + export.SUFFIXES.get(format, ""))
+        folder.export_dir.mkdir(exist_ok=True)
+        out = folder.export_dir / (name + export.SUFFIXES.get(format, ""))
     calibration = None
     if quantize == "int8":
         calibration = _split(config, "train", data_dir, batch_size).dataset

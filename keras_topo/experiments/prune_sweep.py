@@ -2,25 +2,24 @@
 
 No retraining: each fraction prunes that fraction of the output channels of the chosen layers
 (`keras_topo.pruning.prune_channels`) and evaluates on the test split. A baseline has no
-topographic layers, so by default it is pruned at the layers its topographic twin would have
-(the paper compares the two at the same layers). With `finetune_epochs`, each pruned model is
+topographic layers, so by default it is pruned at the layers its architecture makes
+topographic (`run.topographic_layer_names`; the paper compares the two at the same layers). With `finetune_epochs`, each pruned model is
 then fine-tuned on the run's training split (`keras_topo.pruning.finetune`) and evaluated again.
-Results go to `<run>/pruning-<criterion>-<mode>[-compensated][-finetune<N>].json` and `.csv`,
-rewritten after each fraction: a sweep run again (e.g. after a kill) reuses the stored points
+Results go to `<run>/pruning-<criterion>-<mode>[-compensated][-finetune<N>].json` and `.csv`
+(`RunFolder.pruning_stem`), rewritten after each fraction: a sweep run again (e.g. after a kill) reuses the stored points
 of the same settings and the same `best.keras`, and computes only the missing fractions.
 """
 
 import csv
-import dataclasses
 import json
 import os
-from pathlib import Path
+import warnings
 
-import keras
 import numpy as np
 
-from keras_topo.experiments import datasets, digits, results, run
-from keras_topo.topographic_loss_logger import topographic_layers
+from keras_topo.applications import topographic_layer_specs
+from keras_topo.experiments import datasets, digits, run
+from keras_topo.experiments.run_folder import RunFolder
 
 
 def parse_fractions(text):
@@ -48,44 +47,6 @@ def parse_fractions(text):
     return sorted(set(fractions))
 
 
-def run_config(run_dir):
-    """The `RunConfig` of a run folder (from `result.json`, else `config.json`)."""
-    run_dir = Path(run_dir)
-    result = results.read(run_dir)
-    if result is not None:
-        config = result["config"]
-    elif (run_dir / "config.json").exists():
-        config = json.loads((run_dir / "config.json").read_text())
-    else:
-        raise ValueError(f"{run_dir} is not a run folder (no result.json or config.json).")
-    return run.RunConfig(**config)
-
-
-def twin_layers(config, input_shape, num_classes):
-    """Names of the layers a topographic model of `config`'s architecture makes topographic."""
-    twin = dataclasses.replace(config, topography="grid", dimension=None)
-    return [
-        layer.name for layer in topographic_layers(run.build_model(twin, input_shape, num_classes))
-    ]
-
-
-def load_best(run_dir):
-    """The run's best checkpoint, uncompiled."""
-    checkpoint = Path(run_dir) / "best.keras"
-    if not checkpoint.exists():
-        raise ValueError(f"{run_dir} has no best.keras: train the run first.")
-    return keras.saving.load_model(checkpoint, compile=False)
-
-
-def default_layers(model, config, data_dir, batch_size):
-    """Names of the layers pruned by default: the model's topographic ones, or its twin's."""
-    layers = [layer.name for layer in topographic_layers(model)]
-    if not layers:
-        split = datasets.load(config.dataset, "validation", data_dir, batch_size)
-        layers = twin_layers(config, split.input_shape, split.num_classes)
-    return layers
-
-
 def prune_sweep(
     run_dir,
     fractions,
@@ -109,8 +70,8 @@ def prune_sweep(
         fractions: list of floats in [0, 1), or a string for `parse_fractions`.
         criterion, mode, seed: as `keras_topo.pruning.prune_channels` ("mask" is the paper's
             zeroed filters; "remove" gives the same outputs from a smaller model).
-        layers: layer names to prune; None = the model's topographic layers, or its
-            topographic twin's for a baseline.
+        layers: layer names to prune; None = `run.topographic_layer_names` (the model's
+            topographic layers, or those its architecture makes topographic for a baseline).
         data_dir, batch_size: override the run's (e.g. data moved since training).
         finetune_epochs: 0 (the paper: no retraining), or epochs of fine-tuning after pruning
             (needs mode="remove": a masked model would regrow its zeroed filters).
@@ -129,7 +90,7 @@ def prune_sweep(
     """
     from keras_topo import pruning
 
-    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     if isinstance(fractions, str):
         fractions = parse_fractions(fractions)
     if not fractions:
@@ -139,7 +100,7 @@ def prune_sweep(
             "fine-tuning needs mode='remove' (--mode remove): a masked model would regrow its "
             "zeroed filters."
         )
-    config = run_config(run_dir)
+    config = folder.read_config()
     data_dir = data_dir or config.data_dir
     batch_size = batch_size or config.batch_size
     if (criterion == "redundancy" or compensate) and not calibration_size:
@@ -147,9 +108,9 @@ def prune_sweep(
             f"criterion={criterion!r}, compensate={compensate}: give calibration_size, the "
             "number of training images the pruner reads responses from (e.g. 2048)."
         )
-    model = load_best(run_dir)
+    model = folder.load_best_model()
     if layers is None:
-        layers = default_layers(model, config, data_dir, batch_size)
+        layers = run.topographic_layer_names(model, config)
     extra = {}
     if calibration_size:
         extra["calibration_data"] = calibration_images(config, data_dir, calibration_size)
@@ -157,7 +118,7 @@ def prune_sweep(
         extra["compensate"] = True
     sweep = {
         "run": str(run_dir),
-        "organisation": results.organisation(dataclasses.asdict(config)),
+        "organisation": config.organisation,
         "criterion": criterion,
         "mode": mode,
         "seed": seed,
@@ -165,13 +126,13 @@ def prune_sweep(
         "finetune_epochs": finetune_epochs,
         "compensate": bool(compensate),
         "calibration_size": calibration_size,
-        "checkpoint": checkpoint_identity(run_dir),
+        "checkpoint": folder.checkpoint_identity(),
     }
-    stem = sweep_stem(run_dir, criterion, mode, finetune_epochs, compensate)
+    stem = folder.pruning_stem(criterion, mode, finetune_epochs, compensate)
     done = {point["fraction"]: point for point in _stored_points(stem, sweep)}
     for fraction in fractions:
         if fraction in done:
-            log(f"{run_dir.name}: fraction {fraction:.2f} stored, skipped")
+            log(f"{folder.name}: fraction {fraction:.2f} stored, skipped")
             continue
         pruned = pruning.prune_channels(
             model,
@@ -186,7 +147,7 @@ def prune_sweep(
         run.compile_model(pruned, run.resolve_jit_compile(config.jit_compile))
         metrics = datasets.evaluate(pruned, config.dataset, "test", data_dir, batch_size)
         point = {"fraction": fraction, **metrics, "params": pruned.count_params()}
-        log(f"{run_dir.name}: fraction {fraction:.2f} -> test accuracy {metrics['accuracy']:.4f}")
+        log(f"{folder.name}: fraction {fraction:.2f} -> test accuracy {metrics['accuracy']:.4f}")
         if finetune_epochs:
             train = datasets.load(
                 config.dataset, "train", data_dir, batch_size, config.seed, config.train_subset
@@ -230,20 +191,6 @@ def calibration_images(config, data_dir, size):
     return np.concatenate([np.asarray(images) for images, _ in split.dataset])
 
 
-def checkpoint_identity(run_dir):
-    """Size and modification time of the run's `best.keras`: a retrained run has another."""
-    stat = (Path(run_dir) / "best.keras").stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def sweep_stem(run_dir, criterion, mode, finetune_epochs=0, compensate=False):
-    """`<run>/pruning-<criterion>-<mode>[-compensated][-finetune<N>]`: where a sweep's .json and
-    .csv go."""
-    suffix = "-compensated" if compensate else ""
-    suffix += f"-finetune{finetune_epochs}" if finetune_epochs else ""
-    return Path(run_dir) / f"pruning-{criterion}-{mode}{suffix}"
-
-
 def _stored_points(stem, sweep):
     """The points of the stored sweep at `stem` if its settings and checkpoint are `sweep`'s."""
     path = stem.with_suffix(".json")
@@ -262,3 +209,47 @@ def _write(stem, sweep):
         writer = csv.DictWriter(f, fieldnames=list(sweep["points"][0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(sweep["points"])
+
+
+# Deprecated: the run folder's layout moved to `RunFolder`, the default layers to `run`.
+
+
+def _deprecated(old, new):
+    warnings.warn(f"prune_sweep.{old} is deprecated: use {new}.", DeprecationWarning, stacklevel=3)
+
+
+def run_config(run_dir):
+    """Deprecated: `RunFolder(run_dir).read_config()`."""
+    _deprecated("run_config(run_dir)", "RunFolder(run_dir).read_config()")
+    return RunFolder(run_dir).read_config()
+
+
+def load_best(run_dir):
+    """Deprecated: `RunFolder(run_dir).load_best_model()`."""
+    _deprecated("load_best(run_dir)", "RunFolder(run_dir).load_best_model()")
+    return RunFolder(run_dir).load_best_model()
+
+
+def checkpoint_identity(run_dir):
+    """Deprecated: `RunFolder(run_dir).checkpoint_identity()`."""
+    _deprecated("checkpoint_identity(run_dir)", "RunFolder(run_dir).checkpoint_identity()")
+    return RunFolder(run_dir).checkpoint_identity()
+
+
+def sweep_stem(run_dir, criterion, mode, finetune_epochs=0, compensate=False):
+    """Deprecated: `RunFolder(run_dir).pruning_stem(...)`."""
+    _deprecated("sweep_stem(run_dir, ...)", "RunFolder(run_dir).pruning_stem(...)")
+    return RunFolder(run_dir).pruning_stem(criterion, mode, finetune_epochs, compensate)
+
+
+def default_layers(model, config, data_dir=None, batch_size=None):
+    """Deprecated: `run.topographic_layer_names(model, config)` (no data is read)."""
+    _deprecated("default_layers(...)", "run.topographic_layer_names(model, config)")
+    return run.topographic_layer_names(model, config)
+
+
+def twin_layers(config, input_shape=None, num_classes=None):
+    """Deprecated: the names of `applications.topographic_layer_specs` (no model is built)."""
+    _deprecated("twin_layers(config, ...)", "keras_topo.applications.topographic_layer_specs")
+    specs = topographic_layer_specs(config.model, width_multiplier=config.width_multiplier)
+    return [spec.name for spec in specs]

@@ -49,9 +49,9 @@ def summarise(found):
     """One row (dict with `FIELDS`) per dataset, model and organisation."""
     groups = {}
     for result in found:
-        config = result["config"]
-        weight = None if config["topography"] is None else config["topographic_weight"]
-        key = (config["dataset"], config["model"], result["organisation"])
+        config = results.run_config(result)  # either config format (0.3.0's flat one too)
+        weight = None if config.topography is None else config.topography.weight
+        key = (config.dataset, config.model, result["organisation"])
         groups.setdefault(key, {}).setdefault(weight, []).append(result)
     rows = []
     for (dataset, model, organisation), by_weight in groups.items():

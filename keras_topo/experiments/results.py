@@ -1,40 +1,45 @@
 """`result.json`: what one finished run records, and reading it back.
 
-Keys: `status` ("complete"), `config` (the `RunConfig`), `organisation` ("baseline",
-"grid-2d", ...), `reduction` (how the per-layer losses were combined: "mean" or "sum"),
-`backend`, `versions`, `jit_compile`, `fast_path` (the settings trained with:
-`experiments.fast_path.settings`: jit_compile, precision, tf_onednn, omp_wait_policy), `params`, `epochs` (one dict of logged metrics per
-epoch), `best_epoch` and `best_val_accuracy` (the checkpoint kept), `test` (metrics of that
-checkpoint on the test split), `topographic_layers`, `topographic_loss` (per layer, unweighted,
-on the probe batch at the best epoch), `map_scores` (per topographic layer, the scores of
-`keras_topo.metrics.measure_topography` on the test split), `wall_time_s`.
+Keys: `status` ("complete"), `config` (`RunConfig.to_dict()`), `organisation`
+(`RunConfig.organisation`: "baseline", "grid-2d", ...), `reduction` (how the per-layer losses
+were combined: "mean" or "sum"), `backend`, `versions`, `jit_compile`, `fast_path` (the
+settings trained with: `experiments.fast_path.settings`: jit_compile, precision, tf_onednn,
+omp_wait_policy), `params`, `epochs` (one dict of logged metrics per epoch), `best_epoch` and
+`best_val_accuracy` (the checkpoint kept), `test` (metrics of that checkpoint on the test
+split), `topographic_layers`, `topographic_loss` (per layer, unweighted, on the probe batch at
+the best epoch), `map_scores` (per topographic layer, the scores of
+`keras_topo.metrics.measure_topography` on the test split), `wall_time_s`. The file lives in
+the run's folder (`RunFolder.result_path`).
 """
 
-import json
-import os
 import platform
 import sys
-from pathlib import Path
+import warnings
 
 import keras
 import numpy as np
 
-RESULT_FILE = "result.json"
+from keras_topo.experiments.run_config import RunConfig
+from keras_topo.experiments.run_folder import RunFolder
+
+RESULT_FILE = RunFolder.RESULT
 _TOPO_PREFIX = "topo_loss/"
 
 
 def make(
     config, epochs, test, topographic_layers, params, jit_compile, wall_time_s, fast_path=None
 ):
-    """The result dict of a finished run (`fast_path`: `experiments.fast_path.settings(...)`)."""
+    """The result dict of a finished run (`config`: its `RunConfig`; `fast_path`:
+    `experiments.fast_path.settings(...)`)."""
+    if not isinstance(config, RunConfig):  # a config dict, as keras-topo 0.3.0 passed
+        config = RunConfig.from_dict(config)
     scored = [row for row in epochs if "val_accuracy" in row]
     best = max(scored, key=lambda row: row["val_accuracy"]) if scored else {}
-    topography = config.get("topography")
     return {
         "status": "complete",
-        "config": config,
-        "organisation": organisation(config),
-        "reduction": config.get("reduction") if topography else None,
+        "config": config.to_dict(),
+        "organisation": config.organisation,
+        "reduction": None if config.topography is None else config.topography.reduction,
         "backend": keras.backend.backend(),
         "versions": versions(),
         "jit_compile": jit_compile,
@@ -54,18 +59,19 @@ def make(
     }
 
 
-def organisation(config):
-    """ "baseline" or "<scheme>-<dimension>d", with "-<objective>" for objectives other than
-    the paper's "activation", for a run's config dict."""
-    from keras_topo import positions
+def run_config(result):
+    """The `RunConfig` a result was trained with (either `config` format, `RunConfig.from_dict`)."""
+    return RunConfig.from_dict(result["config"])
 
-    topography = config.get("topography")
-    if topography is None:
-        return "baseline"
-    dimension = config.get("dimension") or positions.SCHEME_DIMENSIONS[topography][0]
-    objective = config.get("objective", "activation")
-    suffix = "" if objective == "activation" else f"-{objective}"
-    return f"{topography}-{dimension}d{suffix}"
+
+def organisation(config):
+    """Deprecated: `RunConfig.from_dict(config).organisation`, for a run's config dict."""
+    warnings.warn(
+        "results.organisation(config) is deprecated: use RunConfig.organisation.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return RunConfig.from_dict(config).organisation
 
 
 def versions():
@@ -85,22 +91,10 @@ def versions():
 
 
 def read(run_dir):
-    """The run's result dict, or None if it has none yet."""
-    path = Path(run_dir) / RESULT_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+    """The run's result dict, or None if it has none yet (`RunFolder.read_result`)."""
+    return RunFolder(run_dir).read_result()
 
 
 def write(run_dir, result):
-    """Writes `result.json` atomically (a crash never leaves half a file)."""
-    path = Path(run_dir) / RESULT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=_to_builtin))
-    os.replace(tmp, path)
-
-
-def _to_builtin(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    """Writes `result.json` atomically (`RunFolder.write_result`)."""
+    RunFolder(run_dir).write_result(result)

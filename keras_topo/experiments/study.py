@@ -3,8 +3,8 @@
 For each seed and variant (baseline, the paper's loss at two weights, TDANN's spatial loss,
 TopoLoss), it trains the run (`run.train`: a finished run is not retrained, an interrupted one
 resumes from its last epoch), prunes its best checkpoint's topographic layers (the baseline:
-its twin's) at each fraction with each method (`prune_sweep`: stored fractions are skipped),
-measures raw cosine against Pearson similarity (`similarity.json`, see
+those its architecture makes topographic) at each fraction with each method (`prune_sweep`:
+stored fractions are skipped), measures raw cosine against Pearson similarity (`similarity.json`, see
 `keras_topo.metrics.similarity_ordering`), then writes `study.md` and `study.png`
 (`study_report`). Runs go to `<runs_dir>/<variant>-seed<s>`; a killed study continues where it
 stopped when the same command runs again.
@@ -22,6 +22,8 @@ from pathlib import Path
 import keras
 
 from keras_topo.experiments import datasets, prune_sweep, results, run, run_lock, sweep
+from keras_topo.experiments.run_folder import RunFolder
+from keras_topo.topography import Topography
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,14 @@ class Variant:
     objective: str = "activation"
     weight: float = 1.0
     reduction: str = "mean"
+
+    def settings(self):
+        """The variant's `keras_topo.Topography`, or None for the baseline."""
+        if self.topography is None:
+            return None
+        return Topography(
+            self.topography, objective=self.objective, weight=self.weight, reduction=self.reduction
+        )
 
 
 # Pruning methods: name -> (criterion, compensate). All mask the paper's five layers with
@@ -104,20 +114,22 @@ SPECS = {
 }
 
 
-def load_spec(name_or_path):
-    """A built-in spec by name (`SPECS`), or a JSON file of `StudySpec` fields."""
-    if name_or_path in SPECS:
-        return SPECS[name_or_path]
+def load_spec(name_or_path, specs=None, spec_class=StudySpec):
+    """A built-in spec by name (`specs`, default `SPECS`), or a JSON file of `spec_class`
+    fields (`"base"`: a built-in spec to start from). The ViT study passes its own."""
+    specs = SPECS if specs is None else specs
+    if name_or_path in specs:
+        return specs[name_or_path]
     path = Path(name_or_path)
     if not path.is_file():
         raise ValueError(
-            f"--spec {name_or_path}: neither a built-in spec {sorted(SPECS)} nor a JSON file."
+            f"--spec {name_or_path}: neither a built-in spec {sorted(specs)} nor a JSON file."
         )
     fields = json.loads(path.read_text())
     base = fields.pop("base", None)
-    if base is not None and base not in SPECS:
-        raise ValueError(f"{path}: base {base!r} is not a built-in spec {sorted(SPECS)}.")
-    known = {f.name for f in dataclasses.fields(StudySpec)}
+    if base is not None and base not in specs:
+        raise ValueError(f"{path}: base {base!r} is not a built-in spec {sorted(specs)}.")
+    known = {f.name for f in dataclasses.fields(spec_class)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(f"{path}: unknown fields {unknown}; a spec has {sorted(known)}.")
@@ -130,8 +142,8 @@ def load_spec(name_or_path):
         if key in fields:
             fields[key] = tuple(fields[key])
     if base is not None:
-        return dataclasses.replace(SPECS[base], **fields)
-    return StudySpec(**fields)
+        return dataclasses.replace(specs[base], **fields)
+    return spec_class(**fields)
 
 
 def run_configs(spec, runs_dir, data_dir=None):
@@ -142,10 +154,7 @@ def run_configs(spec, runs_dir, data_dir=None):
             config = run.RunConfig(
                 dataset=spec.dataset,
                 model=spec.model,
-                topography=variant.topography,
-                objective=variant.objective,
-                topographic_weight=variant.weight,
-                reduction=variant.reduction,
+                topography=variant.settings(),
                 seed=int(seed),
                 data_dir=data_dir,
                 out=str(Path(runs_dir) / f"{variant.name}-seed{seed}"),
@@ -214,21 +223,22 @@ def check_variants(configs):
     keras.backend.clear_session()
 
 
-SIMILARITY_FILE = "similarity.json"
+SIMILARITY_FILE = RunFolder.SIMILARITY
 
 
 def record_similarity(config):
     """Writes `<run>/similarity.json` (`measure_similarity_ordering` of the best checkpoint on
-    the test split, a baseline on its twin's positions) unless it holds this checkpoint's."""
+    the test split, a baseline scored as `run.scored_model`) unless it holds this checkpoint's."""
     from keras_topo.metrics.similarity_ordering import measure_similarity_ordering
 
-    path = Path(config.out) / SIMILARITY_FILE
-    checkpoint = prune_sweep.checkpoint_identity(config.out)
+    folder = RunFolder(config.out)
+    path = folder.similarity_path
+    checkpoint = folder.checkpoint_identity()
     if path.exists() and json.loads(path.read_text()).get("checkpoint") == checkpoint:
         return
     keras.backend.clear_session()
     split = datasets.load(config.dataset, "test", config.data_dir, config.batch_size)
-    model = run.scored_model(prune_sweep.load_best(config.out), config, split)
+    model = run.scored_model(folder.load_best_model(), config)
     layers = measure_similarity_ordering(model, split.dataset)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"checkpoint": checkpoint, "layers": layers}, indent=2))
@@ -242,9 +252,9 @@ def read_run(run_dir):
         return None
     sweeps = {}
     for method, (criterion, compensate) in METHODS.items():
-        stem = prune_sweep.sweep_stem(run_dir, criterion, "mask", compensate=compensate)
+        stem = RunFolder(run_dir).pruning_stem(criterion, "mask", compensate=compensate)
         if stem.with_suffix(".json").exists():
             sweeps[method] = json.loads(stem.with_suffix(".json").read_text())
-    path = Path(run_dir) / SIMILARITY_FILE
+    path = RunFolder(run_dir).similarity_path
     similarity = json.loads(path.read_text())["layers"] if path.exists() else None
     return result, sweeps, similarity

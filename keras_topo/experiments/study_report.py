@@ -131,7 +131,7 @@ def write(spec, runs_dir, refused=None):
     markdown = "\n".join(
         [
             "Test accuracy (%) after masking a fraction of each topographic layer's channels "
-            "(the baseline: its twin's layers), mean ± std over seeds:",
+            "(the baseline: its architecture's topographic layers), mean ± std over seeds:",
             "",
             accuracy_table(spec, found),
             *(

@@ -9,14 +9,18 @@ import dataclasses
 import keras
 
 from keras_topo import positions
-from keras_topo.experiments import results, run
+from keras_topo.experiments import run
 from keras_topo.experiments.divergence import TrainingDiverged
+from keras_topo.experiments.run_folder import RunFolder
+from keras_topo.topography import Topography
 
 
-def parse_organisation(text):
-    """ "baseline" -> (None, None); "grid" -> ("grid", None); "nested-3d" -> ("nested", 3)."""
+def parse_organisation(text, template=None):
+    """The `Topography` an organisation names on the command line, `template`'s settings kept
+    (default `Topography()`), or None: "baseline" -> None; "grid" -> grid at the scheme's
+    first dimension; "nested-3d" -> nested in 3D."""
     if text == "baseline":
-        return None, None
+        return None
     name, _, dim = text.partition("-")
     if name not in positions.SCHEME_DIMENSIONS or (dim and not dim.rstrip("d").isdigit()):
         raise ValueError(
@@ -29,34 +33,39 @@ def parse_organisation(text):
             f"Organisation {text!r}: {name} supports dimensions "
             f"{positions.SCHEME_DIMENSIONS[name]}."
         )
-    return name, dimension
+    return (template or Topography()).replace(scheme=name, dimension=dimension)
 
 
 def run_name(config):
-    """The folder name of a run within a sweep."""
-    parts = [config.dataset, config.model, results.organisation(dataclasses.asdict(config))]
+    """The folder name of a run within a sweep:
+    `<dataset>-<model>-<organisation>[-lam<lambda>]-seed<s>`."""
+    parts = [config.dataset, config.model, config.organisation]
     if config.topography is not None:
-        parts.append(f"lam{config.topographic_weight:g}")
+        parts.append(f"lam{config.topography.weight:g}")
     parts.append(f"seed{config.seed}")
     return "-".join(parts)
 
 
 def grid(base, runs_dir, models, organisations, lambdas, seeds):
-    """The sweep's `RunConfig`s: `base` with each combination swapped in, one folder each."""
+    """The sweep's `RunConfig`s: `base` with each combination swapped in, one folder each.
+
+    `organisations` are names for `parse_organisation` (their other settings are
+    `base.topography`'s, or the defaults when `base` is a baseline); the baseline runs once per
+    model and seed, with no lambda.
+    """
     configs = []
     for model in models:
         for organisation in organisations:
-            topography, dimension = parse_organisation(organisation)
-            weights = [base.topographic_weight] if topography is None else lambdas
-            for weight in weights:
+            topography = parse_organisation(organisation, base.topography)
+            variants = (
+                [None]
+                if topography is None
+                else [topography.replace(weight=float(weight)) for weight in lambdas]
+            )
+            for variant in variants:
                 for seed in seeds:
                     config = dataclasses.replace(
-                        base,
-                        model=model,
-                        topography=topography,
-                        dimension=dimension,
-                        topographic_weight=float(weight),
-                        seed=int(seed),
+                        base, model=model, topography=variant, seed=int(seed)
                     )
                     config.out = f"{runs_dir}/{run_name(config)}"
                     configs.append(config)
@@ -71,10 +80,10 @@ def run_sweep(configs, log=print):
     """
     finished, diverged = [], []
     for index, config in enumerate(configs, start=1):
-        done = results.read(config.out)
-        if done is not None and done.get("status") == "complete":
+        folder = RunFolder(config.out)
+        if folder.is_complete():
             log(f"[{index}/{len(configs)}] {config.out}: complete, skipped")
-            finished.append(done)
+            finished.append(folder.read_result())
             continue
         log(f"[{index}/{len(configs)}] {config.out}: training")
         keras.backend.clear_session()

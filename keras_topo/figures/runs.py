@@ -3,10 +3,11 @@
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from keras_topo import positions as positions_lib
+from keras_topo.experiments import datasets, run
+from keras_topo.experiments.run_folder import RunFolder
 from keras_topo.figures.pruning_curve import plot_pruning_curves
 from keras_topo.figures.schemes import plot_position_schemes
 from keras_topo.figures.topography import layer_statistics, plot_topography
@@ -20,25 +21,24 @@ def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batche
     baseline and a topographic run): `topography-<layer>.png` comparing them at `layer`
     (default: the topographic run's last topographic layer) on the test split (all of it, or
     its first `max_batches` batches: the split is in a fixed order, often sorted by class, so
-    a few batches may hold few classes), and one `pruning-<criterion>-<mode>.png` per pruning sweep found in the runs.
+    a few batches may hold few classes), and one `pruning-<criterion>-<mode>.png` per pruning
+    sweep found in the runs (`RunFolder.pruning_sweeps`).
     """
-    from keras_topo.experiments import datasets, prune_sweep, results
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_position_schemes(out / "positions.png")]
-    run_dirs = [Path(r) for r in run_dirs]
-    if not run_dirs:
+    folders = [RunFolder(r) for r in run_dirs]
+    if not folders:
         return paths
-    configs = [prune_sweep.run_config(r) for r in run_dirs]
+    configs = [folder.read_config() for folder in folders]
     if len({c.dataset for c in configs}) > 1:
         raise ValueError("figures: give runs of a single dataset.")
-    models = [keras.saving.load_model(r / "best.keras", compile=False) for r in run_dirs]
+    models = [folder.load_best_model() for folder in folders]
     config = configs[0]
     split = datasets.load(
         config.dataset, "test", data_dir or config.data_dir, batch_size=config.batch_size
     )
-    layer = layer or _default_layer(models, config, split)
+    layer = layer or _default_layer(models, configs)
     reference = _reference_positions(models, layer)
     panels = []
     mapped = set()  # one class map per organisation: more seeds only add curves
@@ -50,7 +50,7 @@ def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batche
         points = target.positions if isinstance(target, TopographicConv2D) else reference
         if points is None:
             points = positions_lib.get("grid", target.filters)
-        organisation = results.organisation(vars(run_config))
+        organisation = run_config.organisation
         panels.append(
             {
                 "label": f"{organisation} s{run_config.seed}",
@@ -63,24 +63,25 @@ def draw_run_figures(out_dir, run_dirs=(), layer=None, data_dir=None, max_batche
         mapped.add(organisation)
     paths.append(plot_topography(out / f"topography-{layer}.png", panels, layer, split.class_names))
     sweeps = {}
-    for run_dir in run_dirs:
-        for path in sorted(run_dir.glob("pruning-*.json")):
+    for folder in folders:
+        for path in folder.pruning_sweeps():
             sweeps.setdefault(path.stem, []).append(json.loads(path.read_text()))
     for stem, found in sorted(sweeps.items()):
         paths.append(plot_pruning_curves(out / f"{stem}.png", found))
     return paths
 
 
-def _default_layer(models, config, split):
-    from keras_topo.experiments import prune_sweep
-
-    for model in models:
-        layers = [lay for lay in model.layers if isinstance(lay, TopographicConv2D)]
-        # On a 1x1 map the cosine similarity is only a sign: prefer the last layer with a map.
+def _default_layer(models, configs):
+    """The last topographic layer with a map (more than one pixel: on a 1x1 map the cosine
+    similarity is only a sign) of the first run that has one; for baselines only, of the
+    layers their architecture makes topographic (`run.topographic_layer_names`)."""
+    runs = sorted(zip(models, configs, strict=True), key=lambda pair: pair[1].topography is None)
+    for model, config in runs:  # the topographic runs first
+        layers = [model.get_layer(name) for name in run.topographic_layer_names(model, config)]
         with_map = [lay for lay in layers if _pixels(lay) > 1]
         if with_map or layers:
             return (with_map or layers)[-1].name
-    return prune_sweep.twin_layers(config, split.input_shape, split.num_classes)[-1]
+    raise ValueError("figures: the runs have no topographic layer to draw; give --layer.")
 
 
 def _pixels(layer):

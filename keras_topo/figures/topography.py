@@ -68,7 +68,7 @@ def plot_topography(path, panels, layer_name, class_names=None):
 
     Args:
         panels: list of dicts with `label`, `similarity` `(C, C)`, `class_means` `(K, C)` and
-            `positions` `(C, dim)` (a baseline is drawn at its topographic twin's positions);
+            `positions` `(C, dim)` (a baseline is drawn at its architecture's default positions);
             `map=False` draws a panel's curve without its class map.
         layer_name: for the title.
         class_names: optional names of the `K` classes, for the legend.

@@ -18,12 +18,19 @@ from keras_topo.metrics.map_scores import (
     distance_correlation,
     morans_i,
     morans_i_test,
+    sheet_morans_i,
     shuffled_curve_band,
     similarity_curve,
     smoothness,
 )
 
-SCORES = ("distance_correlation", "smoothness", "selectivity_morans_i", "selectivity_p_value")
+SCORES = (
+    "distance_correlation",
+    "smoothness",
+    "selectivity_morans_i",
+    "selectivity_p_value",
+    "selectivity_adjacent_morans_i",
+)
 
 
 def measure_topography(
@@ -39,6 +46,10 @@ def measure_topography(
 ):
     """Map scores of each topographic layer of `model` on inputs `x` (and labels `y`).
 
+    Token layers (`keras_topo.token_topography`: Dense, EinsumDense, MultiHeadAttention on
+    `(B, T, C)`) are read as conv layers are: every token of every input is a sample of the
+    channels' correlation, and class selectivity uses each input's tokens pooled (averaged).
+
     Args:
         model: a built functional or Sequential model with topographic layers (nested models
             are inlined: their layers are measured where they sit).
@@ -53,7 +64,12 @@ def measure_topography(
         seed: seed of the shuffles.
 
     Returns:
-        `{layer_name: scores}` in model order; `scores` holds the floats named in `SCORES`
+        `{key: scores}` in model order. `key` is the layer's name, or, where another layer
+        of the inlined model has the same name (keras-hub names the MLP's dense layer of every
+        transformer block `dense_1`), its path: the names of the nested models and custom
+        layers holding it and its own, "/"-joined (a keras-hub ViT classifier's:
+        "vi_t_backbone/vit_encoder/transformer_block_1/mlp/dense_1"). The same model gives
+        the same keys whatever `layers` chooses. `scores` holds the floats named in `SCORES`
         (the selectivity ones only with labels), `channels`, `positions` `(C, dim)` list,
         `curve` (`distance`, `similarity`, `pairs`, `shuffled_low`, `shuffled_high` lists,
         5th/95th percentiles) and, with labels, `preferred_class` per channel. A layer with
@@ -67,25 +83,77 @@ def measure_topography(
     chosen = layer_selection.select_layers(
         model, layers, layer_selection.is_topographic, "topographic"
     )
+    graph, probes, keys = plain_graph(model, chosen)
     skipped = {}
-    for layer in chosen:
+    for layer, key in zip(chosen, keys, strict=True):
         if layer.filters < layer_selection.MIN_MAP_CHANNELS:
-            skipped[layer.name] = {
+            skipped[key] = {
                 "channels": int(layer.filters),
                 "skipped": f"{layer.filters} channels: map scores need at least "
                 f"{layer_selection.MIN_MAP_CHANNELS}",
             }
             warnings.warn(
-                f"measure_topography skips layer {layer.name!r}: {skipped[layer.name]['skipped']}.",
+                f"measure_topography skips layer {key!r}: {skipped[key]['skipped']}.",
                 stacklevel=2,
             )
-    measured = [layer for layer in chosen if layer.name not in skipped]
-    statistics = _accumulate(model, measured, x, y, batch_size) if measured else []
+    measured = [
+        (layer, probe, key)
+        for layer, probe, key in zip(chosen, probes, keys, strict=True)
+        if key not in skipped
+    ]
+    statistics = (
+        _accumulate(
+            graph,
+            [layer for layer, _, _ in measured],
+            [probe for _, probe, _ in measured],
+            x,
+            y,
+            batch_size,
+        )
+        if measured
+        else []
+    )
     scores = {
-        layer.name: _scores(layer, stats, bins, permutations, shuffles, seed)
-        for layer, stats in zip(measured, statistics, strict=True)
+        key: _scores(layer, stats, bins, permutations, shuffles, seed)
+        for (layer, _, key), stats in zip(measured, statistics, strict=True)
     }
-    return {layer.name: skipped.get(layer.name) or scores[layer.name] for layer in chosen}
+    return {key: skipped.get(key) or scores[key] for key in keys}
+
+
+def plain_graph(model, layers):
+    """`(graph, copies, keys)`: `graph` the `InlinedGraph` of a plain copy of `model`
+    (`strip_topography`: same weights, no topographic losses to compute; nested models and
+    traced custom layers inlined, as the pruner sees it), `copies` the copies of `layers`
+    (layers of `model`) in it, `keys` their result keys (`result_keys`). The copy's layers
+    are renamed to the graph's unique names (`InlinedGraph.unique_names`, for its flat
+    replay; the model is untouched)."""
+    from keras_topo.conversion import stripped_copy
+    from keras_topo.pruning.graph import InlinedGraph
+
+    try:
+        plain, copies = stripped_copy(model)
+        graph = InlinedGraph(plain)
+    except ValueError as error:
+        raise ValueError(
+            f"measure_topography needs a functional or Sequential model: {error}"
+        ) from error
+    layers = [copies[id(layer)] for layer in layers]
+    return graph, layers, result_keys(graph, layers)
+
+
+def result_keys(graph, layers):
+    """The result key of each of `layers` (layers of `graph`): its name where no other layer
+    of the inlined model has it, else its path under the nested models and custom layers
+    holding it (`Call.path`, e.g. "vi_t_backbone/vit_encoder/transformer_block_1/mlp/dense_1")."""
+    names = graph.unique_names()
+    paths = {}
+    for call in graph.calls:
+        paths.setdefault(id(call.op), call.path)
+    keys = [layer.name if names[id(layer)] == layer.name else paths[id(layer)] for layer in layers]
+    for call in graph.calls:  # a flat replay needs unique names
+        if id(call.op) in names:
+            call.op.name = names[id(call.op)]
+    return keys
 
 
 def _scores(layer, stats, bins, permutations, shuffles, seed):
@@ -115,6 +183,7 @@ def _scores(layer, stats, bins, permutations, shuffles, seed):
             selectivity, distances, permutations, seed
         )
         scores["selectivity_morans_i"] = observed + 1.0 / (layer.filters - 1)
+        scores["selectivity_adjacent_morans_i"] = sheet_morans_i(selectivity, distances)
         scores["preferred_class"] = [int(labels[k]) for k in np.argmax(selectivity, axis=1)]
     return scores
 
@@ -123,36 +192,18 @@ def _nan_to_none(values):
     return [None if np.isnan(v) else float(v) for v in values]
 
 
-def _accumulate(model, layers, x, y, batch_size, make_statistics=ChannelStatistics):
+def _accumulate(graph, layers, probes, x, y, batch_size, make_statistics=ChannelStatistics):
     """One `make_statistics(channels)` per layer (default `ChannelStatistics`), fed the layers'
     pre-activation outputs on `x` through its `update(responses, labels)`.
 
-    The outputs are read from a plain copy of the model (`strip_topography`: same weights, no
-    topographic losses to compute), inlined into one functional graph (nested models included,
-    as the pruner sees it: `keras_topo.pruning.graph.InlinedGraph`), whose chosen layers have
-    their activation removed. A layer called more than once is read at its first call.
+    `graph`, `probes`: the `InlinedGraph` of a plain copy and the copies of `layers` in it
+    (`plain_graph`), whose activation is removed (the copy's own layers: the model is
+    untouched). A layer called more than once is read at its first call.
     """
     import keras
 
-    from keras_topo.conversion import strip_topography
-    from keras_topo.pruning.graph import InlinedGraph
-
-    try:
-        plain = strip_topography(model)
-        graph = InlinedGraph(plain)
-    except ValueError as error:
-        raise ValueError(
-            f"measure_topography needs a functional or Sequential model: {error}"
-        ) from error
-    copies = {
-        id(a): b
-        for a, b in zip(
-            layer_selection.walk_layers(model), layer_selection.walk_layers(plain), strict=True
-        )
-    }
-    probes = [copies[id(layer)] for layer in layers]
-    for layer in probes:
-        layer.activation = None  # the copy's own layers: the model is untouched
+    for probe in probes:
+        probe.activation = None
     read = {}
 
     def call(call, args, kwargs):
@@ -228,6 +279,7 @@ __all__ = [
     "measure_topography",
     "morans_i",
     "morans_i_test",
+    "sheet_morans_i",
     "shuffled_curve_band",
     "similarity_curve",
     "smoothness",

@@ -15,6 +15,8 @@ channels on the sheet scores about 0:
   (inverse-distance weights), averaged over classes, plus `1 / (C - 1)` so that its expectation
   under a random arrangement, `-1 / (C - 1)`, becomes 0; `selectivity_p_value` is its one-sided
   permutation p-value (positions shuffled).
+- `selectivity_adjacent_morans_i`: the same profiles' Moran's I as TopoLM reports it, each unit
+  weighed against its adjacent units only (`sheet_morans_i`), not offset.
 """
 
 import numpy as np
@@ -85,6 +87,28 @@ def inverse_distance_weights(distances):
     weights = np.zeros_like(distances, dtype="float64")
     weights[off_diagonal] = 1.0 / distances[off_diagonal]
     return weights
+
+
+def adjacency_weights(distances, tolerance=1e-6):
+    """Row-standardised adjacency `(C, C)`: `w_ij = 1 / n_i` for the `n_i` units adjacent to
+    `i` (at the smallest distance between two units, up to `tolerance` relative: a grid's 4
+    neighbours, rook contiguity), 0 elsewhere; a unit without a neighbour gets a zero row.
+
+    The weights of TopoLM's Moran's I (Rathi et al. 2025): libpysal's lattice contiguity with
+    esda's default row standardisation.
+    """
+    off_diagonal = ~np.eye(len(distances), dtype=bool)
+    nearest = distances[off_diagonal].min()
+    adjacent = off_diagonal & (distances <= nearest * (1.0 + tolerance))
+    counts = adjacent.sum(axis=1, keepdims=True)
+    return np.where(adjacent, 1.0 / np.maximum(counts, 1), 0.0)
+
+
+def sheet_morans_i(values, distances):
+    """Moran's I of a channel-wise statistic `(C,)` (or `(C, K)`: the columns' mean) on the
+    map, as TopoLM reports it: `adjacency_weights`, so `I = sum_ij w_ij z_i z_j / sum_i z_i^2`
+    (`z` the centred values). 1: neighbours equal; about `-1 / (C - 1)`: no order."""
+    return morans_i(values, adjacency_weights(np.asarray(distances, dtype="float64")))
 
 
 def morans_i(values, weights):

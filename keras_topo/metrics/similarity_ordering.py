@@ -97,8 +97,8 @@ def measure_similarity_ordering(model, x, layers=None, batch_size=256, bins=10):
     """Raw cosine (the paper's loss) against Pearson (the map scores) of each topographic layer.
 
     Args:
-        model: a built Keras model with topographic layers (a baseline: score its topographic
-            twin carrying the same weights, as `keras_topo.experiments.run.map_scores` does).
+        model: a built Keras model with topographic layers (a baseline: convert it with
+            `make_topographic` first, same weights, as `keras_topo.experiments.run` does).
         x: inputs `(N, ...)` or an iterable of batches (`inputs` or `(inputs, labels)`), as
             `keras_topo.metrics.measure_topography`; the pre-activation outputs are read.
         layers: which topographic layers (`keras_topo.layer_selection` rules); None: all.
@@ -106,9 +106,9 @@ def measure_similarity_ordering(model, x, layers=None, batch_size=256, bins=10):
         bins: equal-width distance bins of the curves.
 
     Returns:
-        `{layer_name: summarise(...)}` in model order.
+        `{key: summarise(...)}` in model order, keyed as `measure_topography`'s results.
     """
-    from keras_topo.metrics import _accumulate
+    from keras_topo.metrics import _accumulate, plain_graph
 
     chosen = layer_selection.select_layers(
         model, layers, layer_selection.is_topographic, "topographic"
@@ -116,13 +116,16 @@ def measure_similarity_ordering(model, x, layers=None, batch_size=256, bins=10):
     for layer in chosen:
         if layer.filters < 2:
             raise ValueError(f"Layer {layer.name!r} has 1 channel: pairs need at least 2.")
-    statistics = _accumulate(model, chosen, x, None, batch_size, make_statistics=CosineStatistics)
+    graph, probes, keys = plain_graph(model, chosen)
+    statistics = _accumulate(
+        graph, chosen, probes, x, None, batch_size, make_statistics=CosineStatistics
+    )
     return {
-        layer.name: summarise(
+        key: summarise(
             stats,
             layer.positions,
             getattr(getattr(layer, "topography", None), "distance", "euclidean"),
             bins,
         )
-        for layer, stats in zip(chosen, statistics, strict=True)
+        for layer, key, stats in zip(chosen, keys, statistics, strict=True)
     }

@@ -8,7 +8,13 @@
   correlations (`keras_topo.objectives.spatial_correlation`).
 """
 
-from keras_topo.objectives.spatial_correlation import spatial_correlation_loss
+from keras_topo.objectives.spatial_correlation import (
+    covariance_loss,
+    neighbour_table,
+    neighbourhood_spatial_loss,
+    sample_neighbourhoods,
+    spatial_correlation_loss,
+)
 from keras_topo.objectives.weight_smoothness import (
     DEFAULT_SHRINK_FACTOR,
     sheet_positions,
@@ -36,6 +42,7 @@ def objective_loss(
     target,
     shrink_factor=DEFAULT_SHRINK_FACTOR,
     data_format="channels_last",
+    neighbourhoods=None,
 ):
     """One layer's topographic loss under `objective`, a float32 scalar.
 
@@ -50,10 +57,14 @@ def objective_loss(
             (`sheet_positions(C)`).
         shrink_factor: "weights" only: one number or `(h, w)`, see `validate_shrink_factor`.
         data_format: "channels_last" or "channels_first".
+        neighbourhoods: "spatial" only: `(indices, valid)` `(K, M)` of `sample_neighbourhoods`
+            (TopoLM's sampled neighbourhoods), or None: all pairs.
     """
     validate_objective(objective)
     if objective == "activation":
         return topographic_loss(outputs, target=target, data_format=data_format)
+    if objective == "spatial" and neighbourhoods is not None:
+        return neighbourhood_spatial_loss(outputs, target, neighbourhoods, data_format)
     if objective == "spatial":
         return spatial_correlation_loss(outputs, target, data_format=data_format)
     if kernel is None:
@@ -68,7 +79,11 @@ def objective_loss(
 __all__ = [
     "DEFAULT_SHRINK_FACTOR",
     "OBJECTIVES",
+    "covariance_loss",
+    "neighbour_table",
+    "neighbourhood_spatial_loss",
     "objective_loss",
+    "sample_neighbourhoods",
     "sheet_positions",
     "sheet_shape",
     "smoothing_matrices",

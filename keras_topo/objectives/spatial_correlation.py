@@ -3,17 +3,20 @@
 `r_ij` is the Pearson correlation of channels `i` and `j` over every batch and spatial position
 of the pre-activation output; the loss is `1 - Pearson(r_ij, T_ij)` over the pairs `i < j`, with
 `T_ij = 1 / (d_ij + 1)` of the channel positions. TDANN correlates units within random
-neighbourhoods of its sheet; a conv layer has few enough channels to use all pairs.
+neighbourhoods of its sheet, and TopoLM samples K neighbourhoods of radius r per step on wide
+layers (`neighbourhood_spatial_loss`); a conv layer has few enough channels to use all pairs.
 
 Finite and exact for any finite float32 output, with no branch on device values: each channel
 is divided by a power of two before its moments (`channel_scale.rescale_channels`;
 correlations do not depend on it).
 """
 
+import keras
 import numpy as np
 from keras import ops
 
 from keras_topo import channel_scale, tensor_constants
+from keras_topo import positions as positions_lib
 
 EPS = 1e-8
 
@@ -26,26 +29,17 @@ def spatial_correlation_loss(outputs, target, data_format="channels_last"):
         target: `(C, C)` numpy `1 / (d + 1)`.
         data_format: "channels_last" or "channels_first".
     """
-    if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(f"Unknown data_format {data_format!r}.")
-    outputs = ops.cast(outputs, "float32")
-    if data_format == "channels_first":
-        outputs = ops.moveaxis(outputs, 1, -1)
-    channels = outputs.shape[-1]
-    target = np.asarray(target)
-    if target.shape != (channels, channels):
-        raise ValueError(f"target describes {target.shape[0]} channels, the output has {channels}.")
-    if channels < 3:
-        raise ValueError(
-            f'objective="spatial" correlates pairwise similarities, which needs at least 3 '
-            f"channels; the layer has {channels}."
-        )
-    samples, floor_sq = channel_scale.rescale_channels(
-        ops.reshape(outputs, (-1, channels)), axis=0, floor_sq=EPS
-    )
+    samples, floor_sq, target = _samples(outputs, target, data_format)
     centred = samples - ops.mean(samples, axis=0, keepdims=True)
-    cov = ops.matmul(ops.transpose(centred), centred)  # (C, C)
-    std = ops.sqrt(ops.maximum(ops.diagonal(cov), floor_sq[0]))
+    return covariance_loss(ops.matmul(ops.transpose(centred), centred), target, floor_sq[0])
+
+
+def covariance_loss(cov, target, floor_sq=EPS):
+    """The relative spatial loss from the channels' centred sums of products `cov` `(C, C)`
+    (`target` `(C, C)` numpy; `floor_sq` `(C,)` or a float clamps each channel's sum of squares).
+    """
+    channels = target.shape[0]
+    std = ops.sqrt(ops.maximum(ops.diagonal(cov), floor_sq))
     corr = cov / (std[:, None] * std[None, :])
     rows, cols = np.triu_indices(channels, 1)
     upper = ops.reshape(corr, (-1,))
@@ -66,3 +60,117 @@ def spatial_correlation_loss(outputs, target, data_format="channels_last"):
         ops.maximum(ops.sum(ops.square(upper)), EPS)
     )
     return 1.0 - alignment
+
+
+def _samples(outputs, target, data_format):
+    """`(samples, floor_sq, target)`: every position of every input as one sample `(N, C)`,
+    each channel rescaled (`channel_scale`), its squared-norm floor `(1, C)`, numpy target."""
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"Unknown data_format {data_format!r}.")
+    outputs = ops.cast(outputs, "float32")
+    if data_format == "channels_first":
+        outputs = ops.moveaxis(outputs, 1, -1)
+    channels = outputs.shape[-1]
+    target = np.asarray(target)
+    if target.shape != (channels, channels):
+        raise ValueError(f"target describes {target.shape[0]} channels, the output has {channels}.")
+    if channels < 3:
+        raise ValueError(
+            f'objective="spatial" correlates pairwise similarities, which needs at least 3 '
+            f"channels; the layer has {channels}."
+        )
+    samples, floor_sq = channel_scale.rescale_channels(
+        ops.reshape(outputs, (-1, channels)), axis=0, floor_sq=EPS
+    )
+    return samples, floor_sq, target
+
+
+def neighbour_table(positions, radius, distance="euclidean"):
+    """TopoLM's neighbourhoods: for each unit, the units within `radius` of it (itself included).
+
+    Args:
+        positions: `(C, dim)` unit positions.
+        radius: the neighbourhood radius, in the positions' units.
+        distance: "euclidean" or "l1".
+
+    Returns:
+        `(indices, valid)`, numpy `(C, M)` int32 and float32: row `c` lists the units within
+        `radius` of unit `c` in ascending order, padded to the largest count `M` (valid 0).
+
+    Raises:
+        ValueError: a radius whose neighbourhoods hold fewer than 3 units (no pair of distances).
+    """
+    within = positions_lib.pairwise_distances(positions, distance) <= radius
+    counts = within.sum(axis=1)
+    if counts.max() < 3:
+        raise ValueError(
+            f"radius={radius!r} leaves every neighbourhood with at most {counts.max()} units; "
+            "the spatial objective needs 3 (pairs at different distances). Use a larger radius."
+        )
+    width = int(counts.max())
+    order = np.argsort(~within, axis=1, kind="stable")[:, :width]  # the units within, ascending
+    valid = np.take_along_axis(within, order, axis=1)
+    indices = np.where(valid, order, np.arange(len(within))[:, None])
+    return indices.astype("int32"), valid.astype("float32")
+
+
+def sample_neighbourhoods(table, count, seed):
+    """`count` neighbourhoods drawn uniformly (with replacement) from `neighbour_table`'s rows.
+
+    Args:
+        table: `(indices, valid)` of `neighbour_table`, numpy `(C, M)`.
+        count: K, the neighbourhoods per step.
+        seed: a `keras.random.SeedGenerator` (a new draw per call) or an int.
+
+    Returns:
+        `(indices, valid)` tensors `(K, M)`, int32 and float32.
+    """
+    indices, valid = table
+    centres = keras.random.randint((count,), 0, len(indices), seed=seed)
+    return (
+        ops.take(tensor_constants.constant(indices, "int32"), centres, axis=0),
+        ops.take(tensor_constants.constant(valid, "float32"), centres, axis=0),
+    )
+
+
+def neighbourhood_spatial_loss(outputs, target, neighbourhoods, data_format="channels_last"):
+    """TopoLM's spatial loss: `1 - Pearson(r_ij, T_ij)` over the pairs of each sampled
+    neighbourhood, averaged over the neighbourhoods; a neighbourhood holding every unit gives
+    `spatial_correlation_loss` exactly. Cost `N K M^2` instead of `N C^2`.
+
+    Args:
+        outputs: pre-activation output `(B, ..., C)` (or channels_first).
+        target: `(C, C)` numpy `1 / (d + 1)`.
+        neighbourhoods: `(indices, valid)` `(K, M)` of `sample_neighbourhoods`.
+        data_format: "channels_last" or "channels_first".
+    """
+    samples, floor_sq, target = _samples(outputs, target, data_format)
+    channels = target.shape[0]
+    indices, valid = ops.cast(neighbourhoods[0], "int32"), ops.cast(neighbourhoods[1], "float32")
+    count, width = indices.shape
+    flat = ops.reshape(indices, (-1,))
+    units = ops.reshape(ops.take(samples, flat, axis=1), (-1, count, width))  # (N, K, M)
+    units = units - ops.mean(units, axis=0, keepdims=True)
+    cov = ops.einsum("nki,nkj->kij", units, units)  # (K, M, M)
+    floor = ops.reshape(ops.take(floor_sq[0], flat), (count, width))
+    std = ops.sqrt(ops.maximum(ops.diagonal(cov, axis1=1, axis2=2), floor))
+    corr = cov / (std[:, :, None] * std[:, None, :])
+    pairs = ops.reshape(indices[:, :, None] * channels + indices[:, None, :], (-1,))
+    inverse_distance = ops.reshape(
+        ops.take(tensor_constants.constant(target.reshape(-1), "float32"), pairs),
+        (count, width, width),
+    )
+    upper = tensor_constants.constant(np.triu(np.ones((width, width)), 1), "float32")
+    mask = valid[:, :, None] * valid[:, None, :] * upper  # (K, M, M): pairs i < j within
+    alignment = _masked_pearson(corr, inverse_distance, mask)  # (K,)
+    return 1.0 - ops.mean(alignment)
+
+
+def _masked_pearson(a, b, mask):
+    """Pearson correlation of `a` and `b` over the entries where `mask` is 1, per leading index."""
+    axes = (1, 2)
+    count = ops.maximum(ops.sum(mask, axis=axes, keepdims=True), 1.0)
+    a = (a - ops.sum(a * mask, axis=axes, keepdims=True) / count) * mask
+    b = (b - ops.sum(b * mask, axis=axes, keepdims=True) / count) * mask
+    spread = ops.sum(ops.square(a), axis=axes) * ops.sum(ops.square(b), axis=axes)
+    return ops.sum(a * b, axis=axes) / ops.sqrt(ops.maximum(spread, EPS))

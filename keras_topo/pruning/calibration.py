@@ -13,7 +13,12 @@ import numpy as np
 from keras_topo.layer_selection import is_topographic
 from keras_topo.pruning.compensation import compensate
 from keras_topo.pruning.redundancy import map_check, neighbour_scores, redundancy_scores
-from keras_topo.pruning.responses import check_calibration_data, group_reads, response_moments
+from keras_topo.pruning.responses import (
+    check_calibration_data,
+    group_reads,
+    one_blas_thread,
+    response_moments,
+)
 
 MAP_CHECK_NEIGHBOURS = 8  # neighbours compared with random channels when `neighbours` is None
 
@@ -89,17 +94,18 @@ class Calibration:
             for (key, columns), count in zip(keys.items(), counts, strict=True)
         ) / sum(counts)
         positions = _positions(graph, root, covariance.shape[0])
-        if positions is not None:
-            k = min(self.neighbours or MAP_CHECK_NEIGHBOURS, covariance.shape[0] - 1)
-            self.details[root]["map"] = map_check(covariance, positions, k, rng)
-        if self.neighbours is None:
-            return redundancy_scores(covariance)
-        if positions is None:
+        if self.neighbours is not None and positions is None:
             raise ValueError(
                 f"neighbours={self.neighbours} needs topographic positions, but no topographic "
                 "layer produces the channels of this group: pass neighbours=None."
             )
-        return neighbour_scores(covariance, positions, self.neighbours)
+        with one_blas_thread():
+            if positions is not None:
+                k = min(self.neighbours or MAP_CHECK_NEIGHBOURS, covariance.shape[0] - 1)
+                self.details[root]["map"] = map_check(covariance, positions, k, rng)
+            if self.neighbours is None:
+                return redundancy_scores(covariance)
+            return neighbour_scores(covariance, positions, self.neighbours)
 
     def refit(self, graph, pruned, kept, kept_channels, narrow):
         """Compensates the consumers of every measured group in `pruned` (in place); `kept`:
@@ -109,7 +115,8 @@ class Calibration:
             removed = np.setdiff1d(np.arange(graph.sizes[root]), kept[root])
             if removed.size:
                 plans.append((reads, np.asarray(kept[root]), removed))
-        names = compensate(graph, pruned, plans, self.moments, kept_channels, narrow)
+        with one_blas_thread():
+            names = compensate(graph, pruned, plans, self.moments, kept_channels, narrow)
         for root, reads in self.reads.items():
             self.details[root]["compensated"] = sorted(
                 {read.call.op.name for read in reads} & set(names)

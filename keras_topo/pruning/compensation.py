@@ -39,7 +39,7 @@ def weight_changes(layer, columns, kept, removed, coefficients, offset):
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float64")
     lost = kernel[..., columns[removed], :]  # (..., removed, out)
     change = np.zeros_like(kernel)
-    change[..., columns[kept], :] = np.einsum("kr,...ro->...ko", coefficients, lost)
+    change[..., columns[kept], :] = coefficients @ lost
     change[..., columns[removed], :] = -lost
     bias = np.einsum("r,...ro->...o", offset, lost).reshape(-1, lost.shape[-1]).sum(axis=0)
     return change, bias

@@ -1,6 +1,8 @@
 """Cost of a model: parameters, multiply-accumulates and measured latency, and comparisons."""
 
 import time
+import warnings
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -11,7 +13,9 @@ from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 
 from keras_topo.pruning.attention import AttentionHeads, attention_macs
+from keras_topo.pruning.graph import InlinedGraph, TensorKey
 from keras_topo.pruning.handlers import get_handler
+from keras_topo.tracing import opaque_warning
 
 
 def count_params(model):
@@ -25,25 +29,28 @@ def count_macs(model):
     Counted: `Conv1D/2D/3D` (`H' W' C_out kh kw C_in / groups`), `DepthwiseConv1D/2D`
     (`H' W' C_out kh kw`), `SeparableConv1D/2D` (depthwise and pointwise parts), `Dense`
     (`positions * C_in * units`), `MultiHeadAttention` and `GroupQueryAttention`
-    (`keras_topo.pruning.attention.attention_macs`), recursively inside nested models. Other
-    layers (batch norm, activations, pooling, additions) are not counted, as in the usual MAC
-    tables. Needs a model with a static input shape.
+    (`keras_topo.pruning.attention.attention_macs`), at every call, inside nested models and
+    custom layers alike (the pruner's inlined graph, `keras_topo.pruning.graph.InlinedGraph`;
+    a custom layer that cannot be traced counts 0, with a warning naming it). Other layers
+    (batch norm, activations, pooling, additions) are not counted, as in the usual MAC tables.
+    Needs a model with a static input shape.
     """
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs[0], model.outputs[0])
+    with warnings.catch_warnings():  # InlinedGraph's warning speaks of pruning: ours follows
+        warnings.simplefilter("ignore")
+        graph = InlinedGraph(model)
+    if graph.opaque:
+        warnings.warn(opaque_warning(graph.opaque, "so their MACs are not counted"), stacklevel=2)
     total = 0
-    # Functional models keep their graph in `_nodes_by_depth` (what `clone_model` walks too).
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            if node.operation is None or node.is_input:
-                continue
-            if isinstance(node.operation, keras.Model):
-                total += count_macs(node.operation)
-                continue
-            if isinstance(get_handler(node.operation), AttentionHeads):
-                total += attention_macs(node.operation, node.arguments)
-                continue
-            total += _layer_macs(node.operation, node.input_tensors[0].shape, node.outputs[0].shape)
+    for call in graph.calls:
+        if isinstance(get_handler(call.op), AttentionHeads):
+            args, kwargs = keras.tree.map_structure(
+                lambda x: graph.shapes[x] if isinstance(x, TensorKey) else x,
+                (call.args, call.kwargs),
+            )
+            total += attention_macs(call.op, SimpleNamespace(args=args, kwargs=kwargs))
+            continue
+        in_shape = graph.shapes[call.inputs[0]].shape if call.inputs else ()
+        total += _layer_macs(call.op, in_shape, graph.shapes[call.outputs[0]].shape)
     return int(total)
 
 

@@ -9,18 +9,23 @@ a merge of layouts cut at different places. The merged spaces are the *groups*: 
 pruned from every producer, per-channel layer and consumer of all its spaces at once (the idea
 of Torch-Pruning's DepGraph, Fang et al., CVPR 2023; written here for Keras' functional graph).
 
-Nested models (any depth) are inlined: the graph is that of the flat model the pruner rebuilds.
+Nested models and custom layers (any depth) are inlined, the latter through their traced views
+(`keras_topo.tracing`): the graph is that of the flat model the pruner rebuilds. A custom layer
+that cannot be traced stays one unknown operation (one warning names them all).
 A group touched by an operation the pruner does not understand, a model input or a model output
 is *blocked*: never pruned.
 """
 
+import collections
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
 from keras.src.models.functional import Functional
 
-from keras_topo.pruning.handlers import Block, get_handler, layer_weights
+from keras_topo.pruning.handlers import Block, ChannelHandler, get_handler, layer_weights
+from keras_topo.tracing import is_custom, marked_opaque, opaque_warning, traced_view
 
 
 class TensorKey(str):
@@ -36,6 +41,7 @@ class Call:
     kwargs: dict
     inputs: list  # keys of the tensor arguments, in `keras.tree.flatten((args, kwargs))` order
     outputs: list  # keys of the outputs
+    path: str = ""  # op's name under the nested models and custom layers holding it ("a/b/op")
 
 
 ROLES = ("produces", "passes", "reads")
@@ -87,15 +93,22 @@ class ChannelGroups(list):
 
 
 class InlinedGraph:
-    """The call graph of a functional or Sequential model with nested models inlined (any
-    depth): `calls` in order, tensors named by `TensorKey`s (`shapes`: key -> original
-    KerasTensor), the model's `inputs` and `outputs` keys."""
+    """The call graph of a functional or Sequential model with nested models and traceable
+    custom layers inlined (any depth; `keras_topo.tracing`): `calls` in order, tensors named
+    by `TensorKey`s (`shapes`: key -> original KerasTensor), the model's `inputs` and
+    `outputs` keys; `opaque`: the custom layers left as single calls, with the reason."""
 
     def __init__(self, model):
         self.model = model
         self.calls = []
         self.shapes = {}  # key -> KerasTensor of the original graph (shape, dtype)
+        self.opaque = {}  # name -> (class name, reason) of the custom layers left untraced
         self.inputs, self.outputs = self._inline(model, None, ())
+        if self.opaque:
+            warnings.warn(
+                opaque_warning(self.opaque, "so their channels are neither pruned nor measured"),
+                stacklevel=3,
+            )
 
     def _inline(self, model, bound, scope):
         """Appends the calls of `model` to `self.calls`; returns (input keys, output keys)."""
@@ -120,20 +133,49 @@ class InlinedGraph:
                     continue  # not connected to the inputs (as Functional skips it)
                 in_keys = [keys[id(t)] for t in tensors]
                 op = node.operation
-                if isinstance(op, (Functional, keras.Sequential)):
+                inner = self._inner_model(op, node)
+                if inner is not None:
                     nested_scope = (*scope, op.name, len(self.calls))
-                    _, out_keys = self._inline(op, in_keys, nested_scope)
+                    _, out_keys = self._inline(inner, in_keys, nested_scope)
                 else:
                     out_keys = [_key(scope, t) for t in node.outputs]
                     args, kwargs = node.arguments.convert(
                         lambda x: keys[id(x)] if isinstance(x, keras.KerasTensor) else x
                     )
-                    self.calls.append(Call(op, args, kwargs, in_keys, out_keys))
+                    path = "/".join((*scope[::2], op.name))  # scope: (name, count, ...)
+                    self.calls.append(Call(op, args, kwargs, in_keys, out_keys, path))
                 for tensor, key in zip(node.outputs, out_keys, strict=True):
                     keys[id(tensor)] = key
                     self.shapes.setdefault(key, tensor)
         outputs = [keys[id(t)] for t in keras.tree.flatten(functional.outputs)]
         return [keys[id(t)] for t in inputs], outputs
+
+    def _inner_model(self, op, node):
+        """The graph to inline for `op`'s call `node`: a nested model itself, a custom layer
+        without a registered handler its traced view (`keras_topo.tracing`), else None."""
+        if isinstance(op, (Functional, keras.Sequential)):
+            return op
+        if not is_custom(op) or type(get_handler(op)) is not ChannelHandler:
+            return None
+        view = traced_view(op, node.arguments)
+        if not view and not marked_opaque(op) and (op._layers or not op.weights):
+            # (a leaf layer with weights of its own is the handlers' case: prune warns)
+            self.opaque[op.name] = (type(op).__name__, view.reason)
+        return view.model
+
+    def unique_names(self):
+        """`{id(op): name}` for every layer of the inlined graph: its own name where no other
+        layer has it, else its `Call.path` with "/" as "_" (keras-hub names a dense layer of
+        every transformer block `dense_1`: "vit_encoder_transformer_block_1_mlp_dense_1")."""
+        ops = {}
+        for call in self.calls:
+            if isinstance(call.op, keras.layers.Layer):
+                ops.setdefault(id(call.op), call)
+        counts = collections.Counter(call.op.name for call in ops.values())
+        return {
+            key: call.op.name if counts[call.op.name] == 1 else call.path.replace("/", "_")
+            for key, call in ops.items()
+        }
 
     def replay(self, call_fn, input_name=lambda name: name):
         """A new flat functional model: each call replaced by `call_fn(call, args, kwargs)`
@@ -185,15 +227,18 @@ class ChannelGraph(InlinedGraph):
         self.first_inputs = {}  # id(op) -> input layouts of its first call
         self.arguments = []
         self.call = None
+        self.untraced = set()  # id(call) of calls whose channels the handlers do not follow
         self._trace()
 
     # --- channel spaces ---------------------------------------------------------------------
 
     def new_space(self, size):
+        """A new channel space of `size` channels; `size=None` (a last axis the symbolic graph
+        leaves unknown, e.g. an attention mask's token axis) makes an empty, blocked space."""
         self.parent.append(len(self.parent))
-        self.sizes.append(int(size))
+        self.sizes.append(0 if size is None else int(size))
         self.space_members.append([])
-        self.space_blocked.append([])
+        self.space_blocked.append([] if size is not None else ["its channel count is unknown"])
         self.space_entries.append([])
         return (Block(len(self.parent) - 1),)
 
@@ -246,6 +291,7 @@ class ChannelGraph(InlinedGraph):
             for lay in cut
         ):
             self.block(layouts, f"{name!r} merges tensors of different channel structure")
+            self.untraced.add(id(self.call))
             return self.resolve(layouts[0])
         for lay in cut[1:]:
             for a, b in zip(lay, first, strict=True):
@@ -370,6 +416,7 @@ class ChannelGraph(InlinedGraph):
                 self.block([layout, *in_layouts], f"{op.name!r} changes the channel count")
                 layout = None
             if layout is None:
+                self.untraced.add(id(call))
                 layout = self.new_space(tensor.shape[-1])
                 self.block([layout], f"untraced output of {op.name!r}")
             out_layouts[i] = layout
@@ -400,6 +447,7 @@ class ChannelGraph(InlinedGraph):
             for axis, layout in axes:
                 if name not in variables or variables[name].shape[axis] != self.width(layout):
                     reason = f"{op.name!r}: its handler does not match its variable {name!r}"
+                    self.untraced.add(id(self.call))
                     self.block([layout], reason)
                     continue
                 for space in {self.find(b.space) for b in layout}:

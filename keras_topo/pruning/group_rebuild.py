@@ -12,8 +12,14 @@ Nested models are inlined: the result is one flat functional model.
 import keras
 import numpy as np
 
+from keras_topo.model_copy import carry_over
 from keras_topo.pruning.handlers import get_handler, layer_weights
-from keras_topo.pruning.layer_copy import UniqueNames, from_config_zero_init, restore_initializers
+from keras_topo.pruning.layer_copy import (
+    UniqueNames,
+    from_config_zero_init,
+    layer_config,
+    restore_initializers,
+)
 
 
 def rebuild_groups(graph, kept_by_space, mode):
@@ -61,7 +67,7 @@ class _GroupRebuilder:
         if id(op) not in self.copies:
             in_kept = [self.graph.kept(lay, self.kept_by_space) for lay in in_layouts]
             out_kept = [self.graph.kept(lay, self.kept_by_space) for lay in out_layouts]
-            config = handler.config(op, in_kept, out_kept) if self.narrow else op.get_config()
+            config = handler.config(op, in_kept, out_kept) if self.narrow else layer_config(op)
             layer, outputs = self.copy(op, config, slices, args, kwargs)
             self.copies[id(op)] = (layer, slices)
             return outputs
@@ -75,7 +81,11 @@ class _GroupRebuilder:
         return layer(*args, **kwargs)
 
     def copy(self, op, config, slices, args, kwargs):
-        """`(copy of op from config, its outputs on args)`, weights sliced or masked."""
+        """`(copy of op from config, its outputs on args)`, weights sliced or masked; a layer
+        no pruned channel touches is carried over (`keras_topo.model_copy.carry_over`: no
+        config round trip needed)."""
+        if not any(slices.values()) and _same_config(config, layer_config(op)):
+            return carry_over(op, args, kwargs, name=self.unique(op.name))
         config = dict(config, name=self.unique(op.name))
         layer = from_config_zero_init(op.__class__, config)
         outputs = layer(*args, **kwargs)
@@ -86,6 +96,13 @@ class _GroupRebuilder:
                 value = _narrow(value, axis, kept) if self.narrow else _mask(value, axis, kept, old)
             new.assign(value.astype(new.dtype))
         return layer, outputs
+
+
+def _same_config(a, b):
+    try:
+        return bool(a == b)
+    except ValueError:  # numpy arrays in a config (e.g. positions): compared as changed
+        return False
 
 
 def _narrow(value, axis, kept):

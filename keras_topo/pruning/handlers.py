@@ -14,7 +14,14 @@ operation class, for the channels (last axis, channels_last) of its tensors:
 - `narrowed_call(op, args, kwargs, inputs, in_kept, out_kept)`: for a raw `keras.ops`
   operation (no config, no weights), the operation and arguments of its call on the narrowed
   inputs `args` (a split at new indices, a channel slice with new bounds, a per-channel
-  constant sliced); `inputs` are the original input tensors (their shapes).
+  constant sliced); `inputs` are the original input tensors (their shapes);
+- `fold_inputs(op, config, weights, kept, constants)` (`coupling="expand"` only): a channel
+  mixer reading removed channels, each a known constant, gets their contribution folded into
+  its weights (a conv's or dense layer's bias, see `channel_fold`); None where it cannot (the
+  pruner then gives it its full input back).
+
+`config`, `weight_axes` and `narrowed_call` serve both couplings: with `coupling="expand"` the
+kept indices are those of each call's own tensors (`keras_topo.pruning.expand_rebuild`).
 
 Raw ops appear in a functional graph as `keras.ops` `Operation`s (`keras.ops.pad(x, ...)` on a
 `KerasTensor` records a `keras.src.ops.numpy.Pad`); they are registered below like layers.
@@ -35,6 +42,8 @@ from keras.src.ops import nn as nn_ops
 from keras.src.ops import numpy as np_ops
 
 from keras_topo.layer_selection import is_topographic
+from keras_topo.pruning.channel_fold import bias_fold_is_exact, fold_removed_inputs
+from keras_topo.pruning.layer_copy import layer_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +62,13 @@ class ChannelHandler:
     Attributes:
         shared_state: True when all calls of one (shared) layer must keep the same channels
             (layers with per-channel weights or channel counts in their config).
+        independent_channels: False when a kept output channel also depends on the values of
+            removed ones (layer normalisation's statistics): `coupling="expand"` then gives
+            the op its full inputs.
     """
 
     shared_state = True
+    independent_channels = True
 
     def trace(self, op, inputs, outputs, graph):
         """Layouts of `outputs` (KerasTensors) from `inputs` (list of `(tensor, layout)`);
@@ -74,10 +87,17 @@ class ChannelHandler:
         return {}
 
     def config(self, op, in_kept, out_kept):
-        return op.get_config()
+        return layer_config(op)
 
     def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
         return op, args, kwargs
+
+    def fold_inputs(self, op, config, weights, kept, constants):
+        """`(config, weights, append_ones)` of `op` reading only its input channels `kept`,
+        the others being the uniform `constants` `(C_in,)`; `weights`: `{name: numpy array}`
+        (outputs already narrowed). `append_ones`: the kernel reads one more, all-ones input
+        channel. None: the constants cannot be folded into `op`."""
+        return None
 
 
 class Follower(ChannelHandler):
@@ -115,7 +135,7 @@ class Follower(ChannelHandler):
         return axes
 
     def config(self, op, in_kept, out_kept):
-        config = op.get_config()
+        config = layer_config(op)
         if self.config_key:
             config[self.config_key] = int(out_kept[0].size)
         return config
@@ -125,12 +145,72 @@ class NormalizationFollower(Follower):
     """Batch / layer normalisation over the last axis only (other axes: unknown).
 
     Layer normalisation over channels is not a function-preserving mask: its mean and variance
-    span the channels, so a removed channel changes the kept ones (`mask` != `remove`)."""
+    span the channels, so a removed channel changes the kept ones (`mask` != `remove`; pass
+    `independent_channels=False`)."""
+
+    def __init__(self, weights=(), independent_channels=True):
+        super().__init__(weights=weights)
+        self.independent_channels = independent_channels
 
     def channels_last(self, op, tensor):
         axis = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
         rank = len(tensor.shape)
         return [a % rank for a in axis] == [rank - 1]
+
+
+class ChannelVectorLayer(NormalizationFollower):
+    """A custom leaf layer (no sublayers, no registered handler) whose every weight is one
+    vector `(C,)` over the channels of its one input `(..., C)`, whose output has the input's
+    shape and whose config names `C` in exactly one entry (e.g. `dim`): keras-hub's
+    `RmsNorm2d` and other per-channel scales and norms declared with their width. Its vectors
+    are sliced with the channels and that entry set to the kept count. Its call may take
+    statistics over the channels (an RMS norm), so it counts as channel-normalising: remove !=
+    mask, as for `LayerNormalization`. Any other custom layer with weights (no config entry or
+    several equal to `C`, another weight shape) stays an unknown operation: teach it with
+    `register_handler`.
+    """
+
+    def __init__(self):
+        super().__init__(independent_channels=False)
+
+    @staticmethod
+    def applies(op):
+        from keras_topo.tracing import is_custom
+
+        weights = getattr(op, "weights", [])
+        return (
+            is_custom(op)
+            and not op._layers
+            and bool(weights)
+            and all(len(w.shape) == 1 and w.shape == weights[0].shape for w in weights)
+            and len(ChannelVectorLayer._width_keys(op, weights[0].shape[0])) == 1
+        )
+
+    def channels_last(self, op, tensor):
+        return Follower.channels_last(self, op, tensor)
+
+    def trace(self, op, inputs, outputs, graph):
+        width = op.weights[0].shape[0]
+        shapes = [tuple(t.shape) for t, _ in inputs] + [tuple(t.shape) for t in outputs]
+        if len(inputs) != 1 or len(set(shapes)) != 1 or shapes[0][-1] != width:
+            reason = f"{op.name!r}: its channel vectors do not match one input and output"
+            return self.untraceable(op, inputs, outputs, graph, reason)
+        return super().trace(op, inputs, outputs, graph)
+
+    def weight_axes(self, op, in_layouts, out_layouts):
+        return {name: [(-1, out_layouts[0])] for name in layer_weights(op)}
+
+    def config(self, op, in_kept, out_kept):
+        (key,) = self._width_keys(op, op.weights[0].shape[0])
+        return {**layer_config(op), key: int(out_kept[0].size)}
+
+    @staticmethod
+    def _width_keys(op, width):
+        try:
+            config = layer_config(op)
+        except NotImplementedError:
+            return []
+        return [k for k, v in config.items() if type(v) is int and v == width]
 
 
 class ElementwiseActivation(Follower):
@@ -168,7 +248,7 @@ class Reshape(Follower):
         return [layout]
 
     def config(self, op, in_kept, out_kept):
-        config = op.get_config()
+        config = layer_config(op)
         config["target_shape"] = (*config["target_shape"][:-1], int(out_kept[0].size))
         return config
 
@@ -296,9 +376,32 @@ class Producer(ChannelHandler):
     def config(self, op, in_kept, out_kept):
         if is_topographic(op):
             return op.narrowed_config(out_kept[0])
-        config = op.get_config()
+        config = layer_config(op)
         config[self.count_key] = int(out_kept[0].size)
         return config
+
+    def fold_inputs(self, op, config, weights, kept, constants):
+        """A `kernel` with inputs on axis -2 (`Dense`, `Conv*` with groups=1): removed rows
+        folded into the bias, or into an appended all-ones input channel for a zero-padded
+        conv (`channel_fold`)."""
+        if (
+            self.in_axis != -2
+            or "kernel" not in weights
+            or getattr(op, "groups", 1) != 1
+            or not _is_elementwise(getattr(op, "activation", None))
+        ):
+            return None
+        kernel = weights["kernel"]
+        bias = weights.get("bias", np.zeros(kernel.shape[-1], kernel.dtype))
+        with_bias = "bias" in weights or "use_bias" in config  # else: the all-ones channel
+        kernel, bias, ones_kernel = fold_removed_inputs(
+            kernel, bias, kept, constants, with_bias and bias_fold_is_exact(op)
+        )
+        if ones_kernel is not None:
+            kernel = np.concatenate([kernel, ones_kernel], axis=-2)
+        if "use_bias" in config:
+            config = dict(config, use_bias=bool(config["use_bias"] or np.any(bias != 0)))
+        return config, dict(weights, kernel=kernel, bias=bias), ones_kernel is not None
 
 
 class Conv(Producer):
@@ -435,6 +538,8 @@ def get_handler(op):
     for cls in type(op).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+    if ChannelVectorLayer.applies(op):
+        return _CHANNEL_VECTOR
     return ChannelHandler()
 
 
@@ -503,6 +608,7 @@ def _is_elementwise(activation):
 
 _L = keras.layers
 _STATELESS = Follower(shared_state=False)
+_CHANNEL_VECTOR = ChannelVectorLayer()
 for _cls in (
     _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Dropout, _L.SpatialDropout1D,
     _L.SpatialDropout2D, _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout,
@@ -520,7 +626,10 @@ register_handler(_L.Activation, ElementwiseActivation(shared_state=False))
 register_handler(_L.PReLU, PReLUFollower(weights=("alpha",)))
 _BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 register_handler(_L.BatchNormalization, NormalizationFollower(weights=_BN_WEIGHTS))
-register_handler(_L.LayerNormalization, NormalizationFollower(weights=("gamma", "beta")))
+register_handler(
+    _L.LayerNormalization,
+    NormalizationFollower(weights=("gamma", "beta"), independent_channels=False),
+)
 register_handler(LayerScale, Follower(weights=("gamma",), config_key="projection_dim"))
 register_handler(_L.Reshape, Reshape(shared_state=True))
 register_handler(np_ops.Reshape, Reshape(shared_state=False))

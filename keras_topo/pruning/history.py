@@ -10,10 +10,9 @@ to them (batch norms, residual sums, consumers) follows, as in the first pruning
 
 import json
 
-import keras
 import numpy as np
 
-from keras_topo.pruning import masking, rebuild
+from keras_topo.pruning.expand_rebuild import rebuild_expand
 from keras_topo.pruning.graph import ChannelGraph
 from keras_topo.pruning.group_rebuild import rebuild_groups
 
@@ -151,23 +150,15 @@ def replay(model, history, mode=None):
     mode = history.mode if mode is None else mode
     if mode not in ("remove", "mask"):
         raise ValueError(f'mode must be "remove", "mask" or None, got {mode!r}.')
-    if history.coupling == "expand":
-        layers = {layer.name: layer for layer in model.layers}  # expand prunes top-level convs
-        for entry in history.layers:
-            layer = layers.get(entry.name)
-            _check_width(model, entry, layer, getattr(layer, "filters", None))
-        return prune_layers(model, {e.name: e.kept for e in history.layers}, mode)
     graph = ChannelGraph(model)
+    if history.coupling == "expand":
+        producers = {op.name: op for op in _producers(graph)}
+        for entry in history.layers:
+            op = producers.get(entry.name)
+            width = None if op is None else graph.width(graph.op_spaces[(id(op), 0)])
+            _check_width(model, entry, op, width)
+        return rebuild_expand(graph, {e.name: e.kept for e in history.layers}, mode)
     return rebuild_groups(graph, _kept_by_space(model, graph, history), mode)
-
-
-def prune_layers(model, kept_by_layer, mode):
-    """`coupling="expand"`: the listed top-level conv layers keep `kept_by_layer[name]`."""
-    if mode == "mask":
-        return masking.mask(model, kept_by_layer)
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
-    return rebuild.rebuild(model, kept_by_layer)
 
 
 def _kept_by_space(model, graph, history):

@@ -6,6 +6,8 @@ copies are built with "zeros" and get their original initialisers back once buil
 `get_config()` is the original's.
 """
 
+import inspect
+
 import keras
 
 
@@ -36,3 +38,24 @@ class UniqueNames:
             candidate, n = f"{name}_{n}", n + 1
         self.taken.add(candidate)
         return candidate
+
+
+def layer_config(op):
+    """`op.get_config()`; for a layer whose constructor takes only the base `Layer` arguments
+    but whose automatic config failed (keras-hub builds `keras.layers.Identity(dtype=<a
+    DTypePolicy object>)`, whose `get_config` raises NotImplementedError), its base config."""
+    try:
+        return op.get_config()
+    except NotImplementedError:
+        own = [
+            p
+            for p in list(inspect.signature(type(op).__init__).parameters.values())[1:]
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        if own or not isinstance(op, keras.layers.Layer):
+            raise
+        return {
+            "name": op.name,
+            "trainable": op.trainable,
+            "dtype": keras.dtype_policies.serialize(op.dtype_policy),
+        }

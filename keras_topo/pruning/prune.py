@@ -10,18 +10,20 @@ import numpy as np
 from keras.src.models.functional import Functional
 
 from keras_topo.layer_selection import is_topographic, select_layers, walk_layers
-from keras_topo.pruning import importance, masking
+from keras_topo.pruning import importance
 from keras_topo.pruning.attention import check_heads_left
 from keras_topo.pruning.calibration import check_settings
+from keras_topo.pruning.expand_rebuild import filter_kernel, rebuild_expand
 from keras_topo.pruning.graph import ChannelGraph
 from keras_topo.pruning.group_rebuild import rebuild_groups
 from keras_topo.pruning.handlers import Producer, get_handler
-from keras_topo.pruning.history import PruningHistory, prune_layers
+from keras_topo.pruning.history import PruningHistory
 from keras_topo.pruning.report import GroupResult, PruningReport
 
 MODES = ("remove", "mask")
 COUPLINGS = ("group", "expand")
 SCOPES = ("layer", "global")
+PRODUCERS = "conv, dense or attention"  # the layers whose handler is a `Producer`
 
 
 def prune_channels(
@@ -57,17 +59,23 @@ def prune_channels(
             activation, residual sums); see `keras_topo.pruning.redundancy`.
         layers: which layers' channels to prune: None (the topographic layers, the paper's
             setting), a name, a layer, a list of names/layers, or a predicate `fn(layer) ->
-            bool` (the rule of `make_topographic`; see `keras_topo.layer_selection`).
+            bool` (the rule of `make_topographic`; see `keras_topo.layer_selection`): conv
+            (1D, 2D, 3D, transposed, separable), dense or attention layers, including layers of
+            nested models and custom layers taught with `register_handler(cls, Producer(...))`.
         mode: "remove" rebuilds a smaller model; "mask" keeps every shape and zeroes weights
             (the paper's method). Both compute the same function in inference mode.
         coupling: "group" (default): each group of coupled channels (see `channel_groups`)
             that holds a selected layer is pruned as one unit; the same channels leave every
             producer, per-channel layer and consumer of the group, so residual sums,
             concatenations and depthwise convs shrink too. "expand": only the selected
-            `Conv2D` layers lose filters; coupled paths stay wide (`ExpandChannels` puts their
-            constants back): the paper's per-layer masking, which its experiments
-            (`keras-topo prune`) use. Group is the default because it is what makes a model
-            smaller and faster (ResNet-18 at 0.5: 25% of the parameters instead of 31%).
+            layers lose filters; where their channels meet a layer that cannot lose them (a
+            residual sum with an unpruned branch, a model output, an unknown layer) the full
+            tensor comes back (`ExpandChannels` puts the removed channels' constants back):
+            the paper's per-layer masking, which its experiments (`keras-topo prune`) use.
+            Both couplings run on the same dependency graph and handlers
+            (`keras_topo.pruning.expand_rebuild`); attention heads need "group". Group is the
+            default because it is what makes a model smaller and faster (ResNet-18 at 0.5: 25%
+            of the parameters instead of 31%).
         scope: "layer": `fraction` of every pruned group (or layer); "global": `fraction` of
             all their channels together, the lowest normalised scores wherever they are (each
             group's scores are divided by their mean first).
@@ -140,12 +148,7 @@ def _check_arguments(model, fraction, criterion, mode, coupling, scope, round_to
 
 def _prune_groups(model, fraction, criterion, layers, mode, scope, round_to, rng, calibration):
     graph = ChannelGraph(model)
-    selected = _select(
-        model,
-        layers,
-        lambda layer: isinstance(get_handler(layer), Producer),
-        "conv, dense or attention",
-    )
+    selected = _select(model, layers, _is_producer, PRODUCERS)
     groups = {graph.root(g): g for g in graph.groups()}
     chosen = {}
     for layer in selected:
@@ -192,45 +195,59 @@ def _prune_groups(model, fraction, criterion, layers, mode, scope, round_to, rng
 
 
 def _prune_expand(model, fraction, criterion, layers, mode, scope, round_to, rng, calibration):
-    top_level = {id(layer) for layer in model.layers}
-    selected = _select(model, layers, _expandable, "Conv2D")
-    for layer in selected:
-        if id(layer) not in top_level:
-            raise ValueError(
-                f'coupling="expand" prunes top-level layers only; {layer.name!r} is inside a '
-                'nested model. Use coupling="group" (it inlines nested models).'
-            )
-    graph = ChannelGraph(model) if calibration else None
+    graph = ChannelGraph(model)
+    selected = _select_producers(model, graph, layers)
     roots = _expand_roots(graph, selected, calibration)
     scores, sizes = {}, {}
     for layer in selected:
+        sizes[layer.name] = graph.width(graph.op_spaces[(id(layer), 0)])
         if criterion == "redundancy":
             scores[layer.name] = calibration.scores(graph, roots[layer.name], rng)
         elif callable(criterion):
             scores[layer.name] = np.asarray(criterion(layer), dtype="float64")
         else:
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
-            scores[layer.name] = importance.channel_scores(kernel, criterion, rng)
-        sizes[layer.name] = layer.filters
-        if scores[layer.name].shape != (layer.filters,):
+            scores[layer.name] = importance.channel_scores(filter_kernel(layer), criterion, rng)
+        if scores[layer.name].shape != (sizes[layer.name],):
             raise ValueError(
-                f"criterion must return {layer.filters} scores for layer {layer.name!r}, got "
-                f"shape {scores[layer.name].shape}."
+                f"criterion must return {sizes[layer.name]} scores for layer {layer.name!r}, "
+                f"got shape {scores[layer.name].shape}."
             )
     kept = _choose(scores, sizes, {k: k for k in sizes}, fraction, scope, round_to)
     if calibration and calibration.compensate:
         # Refit a copy before pruning: the rebuild then folds the removed channels' constants
         # through the refit weights (zero rows), as for any other consumer.
-        model = masking.mask(model, {})
+        model = rebuild_expand(graph, {}, "mask")
         by_root = {roots[name]: kept[name] for name in kept}
         calibration.refit(graph, model, by_root, lambda call: _all_channels(graph, call), True)
-    pruned = prune_layers(model, kept, mode)
+        graph = ChannelGraph(model)
+    pruned = rebuild_expand(graph, kept, mode)
     details = {name: calibration.details.get(roots[name]) for name in sizes} if calibration else {}
     results = [
         GroupResult(name, sizes[name], int(kept[name].size), details.get(name)) for name in sizes
     ]
     history = PruningHistory.from_kept(sizes, kept, "expand", mode)
     return pruned, results, history
+
+
+def _select_producers(model, graph, layers):
+    """The selected layers that make channels of their own (a warning names the others)."""
+    selected = _select(model, layers, _is_producer, PRODUCERS)
+    for layer in selected:
+        if graph.inner_layouts(layer):
+            raise ValueError(
+                f'coupling="expand" prunes filters, not attention heads ({layer.name!r}): use '
+                'coupling="group".'
+            )
+    made = [layer for layer in selected if (id(layer), 0) in graph.op_spaces]
+    for layer in selected:
+        if (id(layer), 0) not in graph.op_spaces:
+            warnings.warn(
+                f"Layer {layer.name!r} makes no channels of its own (a depthwise or grouped "
+                "conv follows its input's channels, it works on channels_first data, or it is "
+                "never called): select the layer that produces its input channels.",
+                stacklevel=4,
+            )
+    return made
 
 
 def _expand_roots(graph, selected, calibration):
@@ -244,7 +261,7 @@ def _expand_roots(graph, selected, calibration):
         layout = graph.op_spaces[(id(layer), 0)]
         group = groups[graph.find(layout[0].space)]
         producers = [m.name for m in group.members if m.role == "produces"]
-        if len(layout) != 1 or group.size != layer.filters:
+        if len(layout) != 1 or group.size != graph.width(layout):
             raise ValueError(
                 f"The channels of {layer.name!r} are split downstream: calibrated pruning "
                 'needs coupling="group" for it.'
@@ -283,12 +300,8 @@ def _select(model, layers, candidate, kind):
     return select_layers(model, layers, candidate, kind, default=is_topographic)
 
 
-def _expandable(layer):
-    return (
-        isinstance(layer, keras.layers.Conv2D)
-        and layer.groups == 1
-        and layer.data_format == "channels_last"
-    )
+def _is_producer(layer):
+    return isinstance(get_handler(layer), Producer)
 
 
 def _choose(scores, sizes, labels, fraction, scope, round_to):

@@ -13,6 +13,7 @@ random channels and against all the others.
 """
 
 import numpy as np
+from scipy.linalg import blas
 
 from keras_topo.positions import pairwise_distances
 
@@ -27,18 +28,25 @@ def ridge_strength(covariance, ridge):
 
 def redundancy_scores(covariance, ridge=RIDGE):
     """Scores `(C,)` of the channels of a `(C, C)` response covariance: the greedy removal
-    step at which each channel goes (0: first); the highest score is the last one left."""
+    step at which each channel goes (0: first); the highest score is the last one left.
+
+    The Schur complement is a rank-1 update in place (BLAS `dger`) on the rows still kept,
+    and the matrix is compacted each time half of its rows have gone."""
     size = covariance.shape[0]
-    precision = np.linalg.inv(covariance + ridge_strength(covariance, ridge) * np.eye(size))
-    left = list(range(size))
+    lam = ridge_strength(covariance, ridge)
+    precision = np.asfortranarray(np.linalg.inv(covariance + lam * np.eye(size)))
+    channels = np.arange(size)  # the channel of each row of `precision`
+    kept = np.ones(size, bool)
     scores = np.zeros(size)
     for step in range(size):
-        i = int(np.argmax(np.diag(precision)))  # smallest residual variance 1 / P_ii
-        scores[left[i]] = step
-        column = precision[:, i]
-        precision = precision - np.outer(column, column) / column[i]
-        precision = np.delete(np.delete(precision, i, axis=0), i, axis=1)
-        left.pop(i)
+        if 2 * (size - step) <= channels.size:
+            precision = np.asfortranarray(precision[np.ix_(kept, kept)])
+            channels, kept = channels[kept], np.ones(size - step, bool)
+        i = int(np.argmax(np.where(kept, np.diag(precision), -np.inf)))  # min 1 / P_ii
+        scores[channels[i]] = step
+        kept[i] = False
+        column = precision[:, i] * kept
+        precision = blas.dger(-1 / precision[i, i], column, column, a=precision, overwrite_a=True)
     return scores
 
 
@@ -90,12 +98,11 @@ def map_check(covariance, positions, neighbours, rng, ridge=RIDGE):
     if live.size == 0:
         return {"neighbours": float("nan"), "random": float("nan"), "all": float("nan")}
     precision = np.linalg.inv(covariance + lam * np.eye(size))
-    shares = {"neighbours": [], "random": [], "all": 1 - 1 / (np.diag(precision) * variance)}
+    shares = {"neighbours": [], "random": [], "all": 1 - 1 / (np.diag(precision) * variance)[live]}
     for i in live:
         others = np.delete(np.arange(size), i)
         near = order[i][order[i] != i][:neighbours]
         chosen = rng.choice(others, size=min(neighbours, others.size), replace=False)
         shares["neighbours"].append(1 - _residual(covariance, i, near, lam) / variance[i])
         shares["random"].append(1 - _residual(covariance, i, chosen, lam) / variance[i])
-    shares["all"] = shares["all"][live]
     return {name: float(np.mean(values)) for name, values in shares.items()}

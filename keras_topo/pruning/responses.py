@@ -5,16 +5,26 @@ The response of a channel group is what its *consumers* (the convs and dense lay
 its channels) see at their input: after batch norm, activation, pooling, residual sums... It
 is what compensation must reproduce, so redundancy ranks it too. A group read by several
 tensors (a residual stream read after each block) pools their samples.
+
+One forward pass of a multi-output model over the calibration batches gives every tensor; its
+`CALIBRATION_POSITIONS` random positions per image (all of them on smaller maps) are taken
+inside the model, and only `(C,)` sums and `(C, C)` cross products are kept, in float64.
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
+import threadpoolctl
 
 from keras_topo.pruning.handlers import Producer, get_handler
 
 CALIBRATION_BATCH = 256
+# Positions per image and tensor measured (None: all). Consecutive positions of a map respond
+# alike, so a quarter of a 16x16 map over 2,048 images loses little; see
+# benchmarks/bench_redundancy.py for its effect on the kept channels and the error.
+CALIBRATION_POSITIONS = 64
 COMPENSABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
 
 
@@ -71,12 +81,13 @@ class Moments:
         self.count, self.shift, self.total, self.cross = 0, None, None, None
 
     def add(self, samples):
-        x = np.asarray(samples, dtype="float64")
+        """Adds the rows of `samples` `(n, C)`."""
+        x = np.array(samples, dtype="float64")  # a copy, shifted in place
         if self.shift is None:
             self.shift = x.mean(axis=0)
             self.total = np.zeros_like(self.shift)
             self.cross = np.zeros((x.shape[1], x.shape[1]))
-        x = x - self.shift
+        x -= self.shift
         self.count += x.shape[0]
         self.total += x.sum(axis=0)
         self.cross += x.T @ x
@@ -127,25 +138,92 @@ def check_calibration_data(model, data):
 
 def response_moments(graph, keys, arrays):
     """`{key: Moments}` of the tensors `keys` of `graph` (an `InlinedGraph`) over `arrays`
-    (checked calibration inputs), every batch and position a sample. ValueError when a
-    response is not finite."""
+    (checked calibration inputs) in one forward pass, each image's positions
+    (`sampled_positions`, `CALIBRATION_POSITIONS`) a sample. ValueError when a response is not
+    finite."""
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
-    _, tensors = graph.replay(lambda call, args, kwargs: call.op(*args, **kwargs))
-    inputs = [tensors[key] for key in graph.inputs]
-    probe = keras.Model(inputs if len(inputs) > 1 else inputs[0], [tensors[k] for k in keys])
+    probe = probe_model(graph, keys)
     moments = {key: Moments() for key in keys}
     for start in range(0, arrays[0].shape[0], CALIBRATION_BATCH):
         batch = [a[start : start + CALIBRATION_BATCH] for a in arrays]
         outputs = probe.predict_on_batch(batch if len(batch) > 1 else batch[0])
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        for key, value in zip(keys, outputs, strict=True):
-            value = np.asarray(keras.ops.convert_to_numpy(value))
-            if not np.all(np.isfinite(value)):
-                raise ValueError(
-                    f"The calibration responses of {graph.shapes[key].name!r} are not finite "
-                    "(inf or NaN): check the model's weights and the calibration data's scale."
-                )
-            moments[key].add(value.reshape(-1, value.shape[-1]))
+        with one_blas_thread():
+            for key, value in zip(keys, outputs, strict=True):
+                value = np.asarray(keras.ops.convert_to_numpy(value))
+                if not np.all(np.isfinite(value)):
+                    raise ValueError(
+                        f"The calibration responses of {graph.shapes[key].name!r} are not "
+                        "finite (inf or NaN): check the model's weights and the calibration "
+                        "data's scale."
+                    )
+                moments[key].add(value.reshape(-1, value.shape[-1]))
     return moments
+
+
+def probe_model(graph, keys):
+    """The model from `graph`'s inputs to its tensors `keys`, each `sampled_positions`: on
+    the model's own tensors when no model is nested in it (nothing is called again), else on a
+    replay of the inlined graph."""
+    model = graph.model
+    functional = model._functional if isinstance(model, keras.Sequential) else model
+    if any(isinstance(layer, keras.Model) for layer in functional.layers):
+        _, tensors = graph.replay(_uniquely_named_calls(graph))
+    else:
+        tensors = graph.shapes
+    inputs = [tensors[key] for key in graph.inputs]
+    outputs = [sampled_positions(tensors[key], CALIBRATION_POSITIONS) for key in keys]
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)
+
+
+def _uniquely_named_calls(graph):
+    """A `graph.replay` call_fn calling each layer itself, or a copy of it (same weights,
+    `model_copy.carry_over`) under its `graph.unique_names()` name where layers of different
+    custom layers share a name (keras-hub's `dropout` in every block): a functional model
+    needs unique names, and the model's own layers are not renamed."""
+    from keras_topo.model_copy import carry_over
+
+    names, copies = graph.unique_names(), {}
+
+    def call_fn(call, args, kwargs):
+        op = call.op
+        if names.get(id(op), op.name) == op.name:
+            return op(*args, **kwargs)
+        if id(op) in copies:
+            return copies[id(op)](*args, **kwargs)
+        copies[id(op)], outputs = carry_over(op, args, kwargs, name=names[id(op)])
+        return outputs
+
+    return call_fn
+
+
+def position_indices(count, positions):
+    """Sorted indices of `positions` of `count` positions, drawn at random (seeded by
+    `count`: the same for every map of that size)."""
+    return np.sort(np.random.default_rng(count).choice(count, positions, replace=False))
+
+
+def sampled_positions(tensor, positions):
+    """A symbolic `(batch, ..., C)` tensor's `(batch, positions, C)` at `position_indices`
+    of its `P` flattened positions; the tensor itself when `P <= positions`, `positions` is
+    None or a spatial size is unknown."""
+    spatial = tensor.shape[1:-1]
+    if positions is None or None in spatial or int(np.prod(spatial)) <= positions:
+        return tensor
+    count = int(np.prod(spatial))
+    flat = keras.ops.reshape(tensor, (-1, count, tensor.shape[-1]))
+    return keras.ops.take(flat, position_indices(count, positions), axis=1)
+
+
+@functools.cache
+def _blas_controller():
+    return threadpoolctl.ThreadpoolController()
+
+
+def one_blas_thread():
+    """Context running NumPy's BLAS and LAPACK on one thread. The matrices here are small
+    (`(C, C)`, or tall and `C` wide): on a 2-core CPU shared with the backend's and other
+    processes' threads, a `(16384, 128)` Gram took 0.8 s on two BLAS threads, 0.01 s on one."""
+    return _blas_controller().limit(limits=1, user_api="blas")

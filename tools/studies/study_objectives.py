@@ -30,6 +30,7 @@ PRUNING_FILE = "pruning-l2-mask.json"
 
 def run_configs(args):
     """The study's `RunConfig`s, seed-major."""
+    from keras_topo import Topography
     from keras_topo.experiments import run, sweep
 
     configs = []
@@ -39,9 +40,9 @@ def run_configs(args):
                 dataset="cifar10",
                 data_dir=args.data_dir,
                 model="resnet18",
-                topography=None if organisation == "baseline" else "grid",
-                objective="activation" if organisation == "baseline" else organisation,
-                topographic_weight=weight,
+                topography=None
+                if organisation == "baseline"
+                else Topography("grid", objective=organisation, weight=weight),
                 seed=seed,
                 epochs=args.epochs,
                 batch_size=args.batch_size,
@@ -88,8 +89,9 @@ def collect(runs_dir):
         points = json.loads(pruning.read_text())["points"]
         maps = result["map_scores"]
         label = result["organisation"]
-        if result["config"]["topography"] is not None:
-            label += f" λ{result['config']['topographic_weight']:g}"
+        topography = results.run_config(result).topography
+        if topography is not None:
+            label += f" λ{topography.weight:g}"
         found.setdefault(label, []).append(
             {
                 "accuracy": {p["fraction"]: p["accuracy"] for p in points},

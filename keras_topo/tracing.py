@@ -1,0 +1,322 @@
+"""See inside custom layers: the functional graph of a layer's `call`, by symbolic re-tracing.
+
+A custom layer (a `keras.layers.Layer` subclass written by a user or a library such as
+keras-hub) is one opaque node of its model's functional graph. When its `call` is made of Keras
+layers and `keras.ops`, calling `layer.call(...)` on fresh `keras.Input`s records those
+sublayers and ops as a functional graph: its *traced view*, a `keras.Model` that computes the
+same function with the same sublayer objects. `make_topographic`, `strip_topography`,
+`use_fast_layers`, the pruner and `measure_topography` walk traced views as they walk nested
+models.
+
+A layer is traced only if all of these hold (else it stays opaque, with the reason):
+
+- it is custom: not a Keras built-in class nor a keras_topo layer (they have handlers), unless
+  its class is marked with `mark_traceable`; a class marked with `mark_opaque` never is;
+- every variable it has belongs to a sublayer (a layer owning variables directly stays opaque:
+  the traced graph would capture them as constants, untrained and unsaved), and no traced op
+  reads a sublayer's variable directly;
+- its `call` runs on symbolic inputs (backend-specific code, Python control flow on tensor
+  values and a `call` that branches on `training` in Python do not);
+- the traced model's output equals the layer's own on a random batch of 2 (`training=False`)
+  within `RTOL` (relative to the output's largest magnitude). This check runs once per class
+  and traced structure (the sequence of operation classes): further layers of that class
+  whose traces have the same structure share its verdict (a model's ten inverted residual
+  blocks are checked once; on TensorFlow each check compiles its grouped convolutions).
+
+Views are cached per layer and input signature.
+"""
+
+import inspect
+import weakref
+
+import keras
+import numpy as np
+from keras.src.ops.numpy import Reshape as ReshapeOp
+
+RTOL = 1e-5  # check of a traced view against its layer, relative to the output's magnitude
+UNKNOWN_SIDE = 8  # size of an unknown (None) non-batch axis in the numerical check
+
+_MARKS = {}  # class -> True (mark_traceable) or False (mark_opaque)
+_CACHE = weakref.WeakKeyDictionary()  # layer -> {input signature: TracedView}
+_CHECKED = {}  # (class, traced structure) -> None (equal) or the reason of the difference
+
+
+class TracedView:
+    """The traced view of one call of a layer: `model` (a functional `keras.Model` whose
+    flat inputs are the call's tensor arguments in order), or None with the `reason`."""
+
+    def __init__(self, model=None, reason=None):
+        self.model = model
+        self.reason = reason
+
+    def __bool__(self):
+        return self.model is not None
+
+
+def mark_opaque(cls):
+    """Never trace layers of class `cls` (subclasses included): each stays one node, its
+    channels unpruned and its convs unconverted. Returns `cls` (usable as a decorator)."""
+    _MARKS[_check_class(cls)] = False
+    _CACHE.clear()
+    _CHECKED.clear()
+    return cls
+
+
+def mark_traceable(cls):
+    """Trace layers of class `cls` (subclasses included) even if it is a Keras or keras_topo
+    class; the variable rule and the numerical check still apply. Returns `cls`."""
+    _MARKS[_check_class(cls)] = True
+    _CACHE.clear()
+    _CHECKED.clear()
+    return cls
+
+
+def _check_class(cls):
+    if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+        raise ValueError(f"Expected a keras.layers.Layer subclass, got {cls!r}.")
+    return cls
+
+
+def _mark(layer):
+    for cls in type(layer).__mro__:
+        if cls in _MARKS:
+            return _MARKS[cls]
+    return None
+
+
+def marked_opaque(layer):
+    """Whether `layer`'s class is marked with `mark_opaque` (it is never reported)."""
+    return _mark(layer) is False
+
+
+def is_custom(layer):
+    """Whether `layer` is a candidate for tracing: a layer that is not a functional or
+    Sequential model (those are inlined as they are), of a class that is not Keras' own nor
+    keras_topo's, or marked with `mark_traceable`/`mark_opaque`."""
+    from keras.src.models.functional import Functional
+
+    if isinstance(layer, (Functional, keras.Sequential)) or not isinstance(
+        layer, keras.layers.Layer
+    ):
+        return False
+    if _mark(layer) is not None:
+        return True
+    module = type(layer).__module__
+    return not module.startswith(("keras.", "keras_topo."))
+
+
+def layer_view(layer):
+    """The traced view of `layer`'s first call (`TracedView`), or an empty view when it was
+    never called symbolically or is not custom."""
+    if not is_custom(layer) or not layer._inbound_nodes:
+        return TracedView(reason="not a custom layer called in a model")
+    return traced_view(layer, layer._inbound_nodes[0].arguments)
+
+
+def traced_view(layer, call_arguments):
+    """The functional graph of `layer`'s call on arguments like `call_arguments`.
+
+    Args:
+        layer: a built layer.
+        call_arguments: the arguments of one symbolic call (a `Node`'s `arguments`: `args`,
+            `kwargs`, `keras_tensors`); tensors give the inputs' shapes and dtypes, every
+            other argument (`training=`, a mask, a flag) is passed on as it was.
+
+    Returns:
+        A `TracedView`: its `model` takes the call's tensor arguments, flattened, in order
+        (one tensor: that tensor) and returns the call's outputs; or None with `reason`.
+    """
+    if not is_custom(layer):
+        return TracedView(reason=f"{type(layer).__name__} is not a custom layer")
+    signature = _signature(call_arguments)
+    views = _CACHE.setdefault(layer, {})
+    if signature not in views:
+        views[signature] = _trace(layer, call_arguments)
+    return views[signature]
+
+
+def _signature(call_arguments):
+    tensors = tuple((tuple(t.shape), str(t.dtype)) for t in call_arguments.keras_tensors)
+    rest = keras.tree.map_structure(
+        lambda x: None if isinstance(x, keras.KerasTensor) else repr(x),
+        (call_arguments.args, call_arguments.kwargs),
+    )
+    return tensors, repr(rest)
+
+
+def _trace(layer, call_arguments):
+    if _mark(layer) is False:
+        return TracedView(reason="marked opaque (keras_topo.tracing.mark_opaque)")
+    own = _own_variables(layer)
+    if own:
+        names = ", ".join(sorted({v.path for v in own})[:3])
+        return TracedView(
+            reason=f"owns variables directly ({names}): a traced graph would not carry them"
+        )
+    try:
+        model = _symbolic_model(layer, call_arguments, training=None)
+    except Exception as error:  # any failure of user code on symbolic inputs
+        return TracedView(reason=f"its call fails on symbolic inputs ({_first_line(error)})")
+    if _accepts_training(layer) and "training" not in call_arguments.kwargs:
+        try:
+            trained = _symbolic_model(layer, call_arguments, training=True)
+        except Exception as error:
+            return TracedView(reason=f"its call fails with training=True ({_first_line(error)})")
+        if _op_types(trained) != _op_types(model):
+            return TracedView(reason="its call branches on `training` in Python")
+    captured = _captured_variables(model)
+    if captured:
+        return TracedView(
+            reason=f"its call reads variable {captured[0].path!r} directly, not through a layer"
+        )
+    structure = (type(layer), tuple(_op_types(model)))
+    if structure not in _CHECKED:
+        _CHECKED[structure] = _difference(layer, model, call_arguments)
+    difference = _CHECKED[structure]
+    if difference is not None:
+        return TracedView(reason=difference)
+    return TracedView(model)
+
+
+def _own_variables(layer):
+    inner = {id(v) for sub in layer._flatten_layers(include_self=False) for v in sub.variables}
+    return [v for v in layer.variables if id(v) not in inner]
+
+
+def _accepts_training(layer):
+    return "training" in inspect.signature(layer.call).parameters
+
+
+def _symbolic_model(layer, call_arguments, training):
+    """`layer.call` on new `keras.Input`s shaped like the call's tensors, as a `keras.Model`."""
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in call_arguments.keras_tensors]
+    fresh = iter(inputs)
+    args, kwargs = call_arguments.convert(
+        lambda x: next(fresh) if isinstance(x, keras.KerasTensor) else x
+    )
+    if training is not None:
+        kwargs = dict(kwargs, training=training)
+    outputs = layer.call(*args, **kwargs)
+    flat = keras.tree.flatten(outputs)
+    if not flat or not all(isinstance(t, keras.KerasTensor) for t in flat):
+        raise ValueError("its outputs are not all symbolic tensors")
+    model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
+    if any(_batch_reshape(op) for op in model.operations):
+        model = _with_batch_free_reshapes(model)
+    return model
+
+
+def _batch_reshape(op):
+    """Whether `op` is a `keras.ops.reshape` whose target shape starts with the unknown batch
+    size (a call that read `ops.shape(x)[0]` of a symbolic input: `(None, H, W, C)`)."""
+    return isinstance(op, ReshapeOp) and op.newshape[0] is None
+
+
+def _with_batch_free_reshapes(model):
+    """`model` re-run on new inputs, its batch reshapes made batch-free in order: target
+    `(None, *rest)` becomes `(-1, *rest)` with a `-1` in `rest` resolved from the input's
+    static size (later shapes become static too). Needs the input's non-batch axes known and
+    `rest` to hold as many elements as they do (the batch is then kept); else unchanged."""
+    old_inputs = keras.tree.flatten(model.inputs)
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in old_inputs]
+    tensors = {id(old): new for old, new in zip(old_inputs, inputs, strict=True)}
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            args, kwargs = node.arguments.convert(
+                lambda x: tensors[id(x)] if isinstance(x, keras.KerasTensor) else x
+            )
+            if _batch_reshape(node.operation):
+                _make_batch_free(node.operation, args[0].shape)
+            outputs = keras.tree.flatten(node.operation(*args, **kwargs))
+            for old, new in zip(node.outputs, outputs, strict=True):
+                tensors[id(old)] = new
+    outputs = keras.tree.pack_sequence_as(
+        model._outputs_struct, [tensors[id(t)] for t in keras.tree.flatten(model.outputs)]
+    )
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
+
+
+def _make_batch_free(op, in_shape):
+    rest = list(op.newshape[1:])
+    if any(d is None for d in (*in_shape[1:], *rest)) or rest.count(-1) > 1:
+        return
+    size, known = int(np.prod(in_shape[1:])), int(np.prod([d for d in rest if d != -1]))
+    if -1 in rest and known and size % known == 0:
+        rest[rest.index(-1)] = size // known
+    if int(np.prod(rest)) == size:
+        op.newshape = (-1, *rest)
+
+
+def _nodes(model):
+    return [node for nodes in model._nodes_by_depth.values() for node in nodes]
+
+
+def _op_types(model):
+    return [type(op).__name__ for op in model.operations]
+
+
+def _captured_variables(model):
+    return [
+        value
+        for node in _nodes(model)
+        for value in node.arguments._flat_arguments
+        if isinstance(value, keras.Variable)
+    ]
+
+
+def _difference(layer, model, call_arguments):
+    """None when `model` and `layer` agree on a random batch of 2, else the reason."""
+    rng = np.random.default_rng(0)
+    values = [_random(t, rng) for t in call_arguments.keras_tensors]
+    fresh = iter(values)
+    args, kwargs = call_arguments.convert(
+        lambda x: next(fresh) if isinstance(x, keras.KerasTensor) else x
+    )
+    if _accepts_training(layer):
+        kwargs = dict(kwargs, training=False)
+    try:
+        expected = keras.tree.flatten(layer(*args, **kwargs))
+        got = keras.tree.flatten(model(values[0] if len(values) == 1 else values, training=False))
+    except Exception as error:
+        return f"its traced graph fails on a random batch ({_first_line(error)})"
+    for a, b in zip(expected, got, strict=True):
+        a = keras.ops.convert_to_numpy(a).astype("float64")
+        b = keras.ops.convert_to_numpy(b).astype("float64")
+        scale = max(1.0, float(np.max(np.abs(a), initial=0.0)))
+        if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=RTOL * scale):
+            return "its traced graph computes another function than its call"
+    return None
+
+
+def _random(tensor, rng):
+    shape = [2] + [UNKNOWN_SIDE if d is None else d for d in tensor.shape[1:]]
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    if "int" in dtype:
+        return rng.integers(0, 2, shape).astype(dtype)
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:160] if text else ''}"
+
+
+def opaque_warning(opaque, consequence):
+    """One warning message naming the opaque custom layers and how to teach keras_topo.
+
+    Args:
+        opaque: `{layer name: (class name, reason)}`.
+        consequence: what it means for the caller (e.g. "their channels are not pruned").
+    """
+    names = "; ".join(f"{name!r} ({cls}): {reason}" for name, (cls, reason) in opaque.items())
+    return (
+        f"keras_topo cannot see inside {len(opaque)} custom layer(s), {consequence}: {names}. "
+        "A layer built from Keras layers and keras.ops is traced: make it so (sublayers hold "
+        "every variable, no Python branching on tensor values), or teach the pruner its "
+        "channels with keras_topo.pruning.register_handler; "
+        "keras_topo.tracing.mark_opaque(Class) silences this warning."
+    )
