@@ -82,18 +82,24 @@ class StudySpec:
     verbose: int = 2
 
     def __post_init__(self):
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"methods {unknown}: choose from {list(METHODS)}.")
-        if not self.fractions or any(not 0.0 <= float(f) < 1.0 for f in self.fractions):
-            raise ValueError(f"fractions {self.fractions}: give at least one, each in [0, 1).")
-        names = [v.name for v in self.variants]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"variants {names}: give at least one, each with its own name.")
-        if not self.seeds or any(int(s) < 0 for s in self.seeds):
-            raise ValueError(f"seeds {self.seeds}: give at least one non-negative seed.")
+        check_study_fields(self, METHODS)
         if int(self.calibration_size) < 1:
             raise ValueError(f"calibration_size must be positive, got {self.calibration_size}.")
+
+
+def check_study_fields(spec, methods):
+    """The checks every study spec shares (this one's and the ViT study's): its `methods`
+    among `methods`, `fractions` in [0, 1), variants with distinct names, seeds >= 0."""
+    unknown = [m for m in spec.methods if m not in methods]
+    if unknown or not spec.methods:
+        raise ValueError(f"methods {list(spec.methods)}: choose from {list(methods)}.")
+    if not spec.fractions or any(not 0.0 <= float(f) < 1.0 for f in spec.fractions):
+        raise ValueError(f"fractions {spec.fractions}: give at least one, each in [0, 1).")
+    names = [v.name for v in spec.variants]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"variants {names}: give at least one, each with its own name.")
+    if not spec.seeds or any(int(s) < 0 for s in spec.seeds):
+        raise ValueError(f"seeds {spec.seeds}: give at least one non-negative seed.")
 
 
 SPECS = {

@@ -81,16 +81,7 @@ class ViTStudySpec:
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset {self.dataset!r}: choose from {DATASETS}.")
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"methods {list(self.methods)}: choose from {list(METHODS)}.")
-        if not self.fractions or any(not 0.0 <= float(f) < 1.0 for f in self.fractions):
-            raise ValueError(f"fractions {self.fractions}: give at least one, each in [0, 1).")
-        names = [v.name for v in self.variants]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"variants {names}: give at least one, each with its own name.")
-        if not self.seeds or any(int(s) < 0 for s in self.seeds):
-            raise ValueError(f"seeds {self.seeds}: give at least one non-negative seed.")
+        study.check_study_fields(self, METHODS)
         for key in ("epochs", "batch_size", "train_subset", "test_subset", "validation_size"):
             value = getattr(self, key)
             if value is not None and int(value) < 1:
