@@ -177,7 +177,10 @@ def test_keras_hub_vit_mlp_layers_are_measured_each_under_its_path():
     topographic = make_topographic(model)
     x, y = hub_models.sample_data(model, 4)
     got = measure_topography(topographic, x, y, permutations=9, shuffles=2)
-    blocks = [f"vi_t_backbone/vit_encoder/transformer_block_{i}/mlp/dense_1" for i in (1, 2)]
+    # The backbone's name is Keras' auto name ("vi_t_backbone", "_1" when another was built).
+    (backbone,) = [layer.name for layer in topographic.layers if isinstance(layer, keras.Model)]
+    assert backbone.startswith("vi_t_backbone")
+    blocks = [f"{backbone}/vit_encoder/transformer_block_{i}/mlp/dense_1" for i in (1, 2)]
     assert list(got) == blocks
     assert all(got[key]["channels"] == 32 for key in blocks)
     assert got[blocks[0]]["distance_correlation"] != got[blocks[1]]["distance_correlation"]
