@@ -7,6 +7,8 @@ TopoNets and TopoLM put their maps). `PAPER_LAYERS` names them too.
 
 import keras
 
+from keras_topo.conversion import make_topographic
+
 from . import builder_utils
 from .conv_factory import topographic_names
 from .position_embedding import PositionEmbedding
@@ -127,8 +129,6 @@ def ViT(
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)
     model = keras.Model(inputs, outputs, name=name)
     if topography is not None:
-        from keras_topo.conversion import make_topographic
-
         names = topographic_names(widths, topographic_layers, PAPER_LAYERS)
         model = make_topographic(model, layers=names, topography=topography)
     if weights is not None:

@@ -21,8 +21,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_topo import export, pruning
-from keras_topo.experiments import datasets, export_run, recipe, run
+from keras_topo import export, pruning, training_recipe
+from keras_topo.experiments import datasets, export_run, run
 from keras_topo.experiments.run_folder import RunFolder
 
 VARIANTS = (("litert", None), ("litert", "int8"), ("onnx", None), ("onnx", "int8"))
@@ -88,7 +88,7 @@ def _trained_mobilenet(train, epochs):
         classifier_activation=None,
     )
     steps = int(train.cardinality())
-    optimizer = recipe.make_optimizer(steps, epochs, learning_rate=0.05, weight_decay=5e-4)
+    optimizer = training_recipe.make_optimizer(steps, epochs, learning_rate=0.05, weight_decay=5e-4)
     run.compile_model(model, optimizer=optimizer)
     model.fit(train, epochs=epochs, verbose=2)
     return model

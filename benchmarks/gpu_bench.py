@@ -12,7 +12,7 @@ Sections, each in its own process (its own `KERAS_BACKEND`) with its own time bu
 - `tensorflow`, `jax`, `torch`: `keras_topo.applications.ResNet18`, plain and topographic (the
   paper's setting: "grid" positions at the paper's five layers, lambda 1, summed), compiled as
   the runner compiles (`keras_topo.experiments.run.compile_model` with the recipe's optimizer,
-  `keras_topo.experiments.recipe.make_optimizer`) with the fast path's `jit_compile` for the
+  `keras_topo.training_recipe.make_optimizer`) with the fast path's `jit_compile` for the
   device (`fast_path.compile_options`: TF XLA "auto" on a GPU, JAX jit, torch eager with
   `keras_topo.fast_layers`' channels_last convolutions; `--torch-compile` adds
   `torch.compile`, whose warm-up takes minutes). Float32 and each mixed policy of
@@ -33,7 +33,7 @@ which cancels `fit`'s per-call setup and the syncs. A section stops starting new
 configurations when its budget (`--budget SECTION=SECONDS`) would be exceeded, and is killed
 `GRACE_S` after it; what it finished is kept.
 
-One paper-scale run (`paper_run_seconds`): the recipe's epochs (`recipe.EPOCHS["cifar10"]`)
+One paper-scale run (`paper_run_seconds`): the recipe's epochs (`training_recipe.EPOCHS["cifar10"]`)
 of ceil(45,000 / batch) steps, plus one validation pass (5,000 images) per epoch and the test
 split twice (test metrics, map scores) at the measured eval rate.
 
@@ -87,9 +87,9 @@ def paper_run_seconds(step_s, eval_images_per_s, batch, epochs=None):
     """Seconds of one run of the recipe on CIFAR-10: `epochs` (default: the paper's) of
     ceil(45,000 / batch) training steps of `step_s`, one validation pass per epoch and two test
     passes (metrics, map scores) at `eval_images_per_s`."""
-    from keras_topo.experiments import recipe
+    from keras_topo import training_recipe
 
-    epochs = recipe.EPOCHS["cifar10"] if epochs is None else epochs
+    epochs = training_recipe.EPOCHS["cifar10"] if epochs is None else epochs
     steps = epochs * math.ceil(TRAIN_IMAGES / batch)
     return steps * step_s + (epochs * VALIDATION_IMAGES + 2 * TEST_IMAGES) / eval_images_per_s
 
@@ -205,7 +205,8 @@ def keras_section(args, budget):
     import keras
     from keras_topo.applications import ResNet18
 
-    from keras_topo.experiments import fast_path, recipe, run
+    from keras_topo import training_recipe
+    from keras_topo.experiments import fast_path, run
 
     backend = keras.backend.backend()
     settings = _settings(backend)
@@ -227,8 +228,8 @@ def keras_section(args, budget):
                 width_multiplier=args.width,
                 **({"reduction": PAPER_REDUCTION} if topographic else {}),
             )
-            optimizer = recipe.make_optimizer(
-                math.ceil(TRAIN_IMAGES / args.batch), recipe.EPOCHS["cifar10"]
+            optimizer = training_recipe.make_optimizer(
+                math.ceil(TRAIN_IMAGES / args.batch), training_recipe.EPOCHS["cifar10"]
             )
             run.compile_model(model, config["jit_compile"], optimizer)
 
@@ -274,7 +275,7 @@ def native_section(args, budget):
     import torch
     from bench_backends import native_torch_resnet18
 
-    from keras_topo.experiments import recipe
+    from keras_topo import training_recipe
 
     settings = _settings("torch")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -291,9 +292,9 @@ def native_section(args, budget):
         net = native_torch_resnet18(10, args.width).to(device, memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(
             net.parameters(),
-            lr=recipe.LEARNING_RATE,
-            momentum=recipe.MOMENTUM,
-            weight_decay=recipe.WEIGHT_DECAY,
+            lr=training_recipe.LEARNING_RATE,
+            momentum=training_recipe.MOMENTUM,
+            weight_decay=training_recipe.WEIGHT_DECAY,
         )
         scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
         loss_fn = torch.nn.CrossEntropyLoss()
@@ -530,9 +531,9 @@ def parse_args(argv=None):
         parser.set_defaults(**QUICK)  # flags given explicitly still win
     args = parser.parse_args(argv)
     if args.batch is None:
-        from keras_topo.experiments import recipe
+        from keras_topo import training_recipe
 
-        args.batch = recipe.BATCH_SIZE
+        args.batch = training_recipe.BATCH_SIZE
     args.budget = _budgets(args.budget)
     args.sections = args.sections.split(",")
     unknown = [s for s in args.sections if s not in SECTIONS]

@@ -3,7 +3,7 @@
 Runs the `keras-topo` CLI, one process per step, each resumable:
 
 1. `keras-topo sweep`, seed by seed (an interrupted study then covers every arm): the full
-   recipe (`keras_topo.experiments.recipe`: the paper's epochs, batch 256), full width
+   recipe (`keras_topo.training_recipe`: the paper's epochs, batch 256), full width
    ResNet-18, seeds 0-4, for each arm: "baseline" and the paper's topographic setting
    "activation:1" (grid positions at the paper's five layers, lambda 1, the layers' losses
    summed); `--arms` takes others ("<objective>:<lambda>"). A finished run is skipped; an

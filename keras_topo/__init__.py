@@ -5,14 +5,16 @@ package changes no environment variable: the `keras-topo` command sets the fast 
 (`keras_topo_launcher`) before Keras loads; `keras_topo.doctor` says what a process runs with.
 """
 
-from keras_topo import applications, positions, pruning
+import importlib
+
+from keras_topo import applications, positions, pruning, training_recipe
 from keras_topo.conversion import make_topographic, strip_topography, use_fast_layers
-from keras_topo.experiments import recipe as _recipe  # noqa: F401 (registers TorchSGD for loading)
 from keras_topo.export import export_model
 from keras_topo.fast_layers import FastBatchNormalization, FastConv2D, FastConv3D
 from keras_topo.token_topography import (
     TopographicDense,
     TopographicEinsumDense,
+    TopographicGroupedQueryAttention,
     TopographicMultiHeadAttention,
 )
 from keras_topo.topographic_conv import TopographicConv1D, TopographicConv2D, TopographicConv3D
@@ -39,8 +41,6 @@ _LAZY_SUBMODULES = (
 
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
-        import importlib
-
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -55,6 +55,7 @@ __all__ = [
     "TopographicConv3D",
     "TopographicDense",
     "TopographicEinsumDense",
+    "TopographicGroupedQueryAttention",
     "TopographicMultiHeadAttention",
     "TopographicLossLogger",
     "TopographicRegularizer",
@@ -66,6 +67,7 @@ __all__ = [
     "strip_topography",
     "topographic_layers",
     "topographic_loss",
+    "training_recipe",
     "use_fast_layers",
     "__version__",
 ]

@@ -13,7 +13,7 @@ r"""The `keras-topo` command: train, sweep, report, prune, figures, demo.
     keras-topo vit-study --spec cpu --data-dir DATA --runs-dir runs/vit-study
     keras-topo doctor                                 # backend, versions, CPU, what to change
 
-Every training knob defaults to the paper's recipe (`keras_topo.experiments.recipe`). The
+Every training knob defaults to the paper's recipe (`keras_topo.training_recipe`). The
 `keras-topo` script (`keras_topo_launcher`) sets the fast path's environment before Keras
 loads (TF's oneDNN kernels, OMP_WAIT_POLICY=PASSIVE; the user's own values win) and hides
 TensorFlow's log lines unless `--backend-logs` is given.
@@ -27,9 +27,20 @@ import sys
 
 from absl import logging as absl_logging
 
-from keras_topo import distribute, objectives, positions
+from keras_topo import demo, distribute, doctor, objectives, positions, training_recipe
 from keras_topo.applications import BUILDERS
-from keras_topo.experiments import datasets, fast_path, recipe, run_lock
+from keras_topo.experiments import (
+    datasets,
+    export_run,
+    fast_path,
+    prune_sweep,
+    report,
+    run,
+    run_lock,
+    study,
+    sweep,
+    vit_study,
+)
 from keras_topo.export import FORMATS as EXPORT_FORMATS
 from keras_topo.topography import REDUCTIONS, Topography
 from keras_topo_launcher import BACKEND_LOGS_FLAG
@@ -82,15 +93,11 @@ def _check_folders(args):
 
 
 def _train(args):
-    from keras_topo.experiments import run
-
     result = run.train(_run_config(args, out=args.out))
     _print_result(result, args.out)
 
 
 def _sweep(args):
-    from keras_topo.experiments import report, sweep
-
     base = _run_config(args, out=args.runs_dir)
     configs = sweep.grid(
         base, args.runs_dir, args.models, args.organisations, args.lambdas, args.seeds
@@ -102,16 +109,12 @@ def _sweep(args):
 
 
 def _report(args):
-    from keras_topo.experiments import report
-
     markdown, md_path, csv_path = report.write(args.runs_dir, args.out)
     print(markdown)
     print(f"Tables: {md_path} and {csv_path}")
 
 
 def _prune(args):
-    from keras_topo.experiments import prune_sweep
-
     fractions = prune_sweep.parse_fractions(args.fractions)
     for run_dir in args.run:
         sweep = prune_sweep.prune_sweep(
@@ -136,8 +139,6 @@ def _prune(args):
 
 
 def _export(args):
-    from keras_topo.experiments import export_run
-
     quantize = "int8" if args.int8 else "float16" if args.float16 else None
     try:
         export_run.export_run(
@@ -155,6 +156,7 @@ def _export(args):
 
 
 def _figures(args):
+    # matplotlib: the "experiments" extra
     from keras_topo.figures import draw_map_figures, draw_run_figures
 
     paths = draw_run_figures(
@@ -169,8 +171,6 @@ def _figures(args):
 
 
 def _study(args):
-    from keras_topo.experiments import study
-
     markdown, md_path, png_path = study.run_study(
         study.load_spec(args.spec), args.runs_dir, args.data_dir
     )
@@ -179,8 +179,6 @@ def _study(args):
 
 
 def _vit_study(args):
-    from keras_topo.experiments import vit_study
-
     markdown, path = vit_study.run_study(
         vit_study.load_spec(args.spec), args.runs_dir, args.data_dir
     )
@@ -189,14 +187,10 @@ def _vit_study(args):
 
 
 def _demo(args):
-    from keras_topo import demo
-
     demo.run_demo(args.out, epochs=args.epochs)
 
 
 def _doctor(args):
-    from keras_topo import doctor
-
     print(doctor.describe(doctor.facts()))
 
 
@@ -204,8 +198,6 @@ def _run_config(args, out):
     """The flags' `RunConfig`. Its `Topography` is built once, from the flags named as its
     fields (`--topography` gives the scheme): a sweep's is the template of its organisations;
     `train` without `--topography` is the baseline (its topographic flags checked all the same)."""
-    from keras_topo.experiments import run
-
     values = vars(args)
     settings = {f.name: values[f.name] for f in dataclasses.fields(Topography) if f.name in values}
     topography = Topography(values.get("topography") or _TOPOGRAPHY_DEFAULTS.scheme, **settings)
@@ -248,20 +240,28 @@ def _add_training_args(parser):
         default=_TOPOGRAPHY_DEFAULTS.shrink_factor,
         help="sheet down-scaling of --objective weights",
     )
+    parser.add_argument(
+        "--neighbourhoods",
+        type=int,
+        help="--objective spatial: TopoLM's K neighbourhoods sampled per step (default: all pairs)",
+    )
+    parser.add_argument(
+        "--radius", type=float, help="--neighbourhoods' radius, in position units (grid: [0, 1])"
+    )
     parser.add_argument("--nested-factor", type=float, default=_TOPOGRAPHY_DEFAULTS.nested_factor)
     parser.add_argument("--epochs", type=int, help="default: the paper's for the dataset")
-    parser.add_argument("--batch-size", type=int, default=recipe.BATCH_SIZE)
-    parser.add_argument("--learning-rate", type=float, default=recipe.LEARNING_RATE)
-    parser.add_argument("--momentum", type=float, default=recipe.MOMENTUM)
-    parser.add_argument("--weight-decay", type=float, default=recipe.WEIGHT_DECAY)
+    parser.add_argument("--batch-size", type=int, default=training_recipe.BATCH_SIZE)
+    parser.add_argument("--learning-rate", type=float, default=training_recipe.LEARNING_RATE)
+    parser.add_argument("--momentum", type=float, default=training_recipe.MOMENTUM)
+    parser.add_argument("--weight-decay", type=float, default=training_recipe.WEIGHT_DECAY)
     parser.add_argument(
         "--weight-decay-mode",
-        choices=recipe.WEIGHT_DECAY_MODES,
+        choices=training_recipe.WEIGHT_DECAY_MODES,
         default="coupled",
         help="coupled: torch's SGD (wd*w added to the gradient, the paper's); "
         "decoupled: Keras' SGD(weight_decay=)",
     )
-    parser.add_argument("--warmup-fraction", type=float, default=recipe.WARMUP_FRACTION)
+    parser.add_argument("--warmup-fraction", type=float, default=training_recipe.WARMUP_FRACTION)
     parser.add_argument("--train-subset", type=int, help="train on a fixed sample of N examples")
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument(

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import keras
 
+from keras_topo import pruning
 from keras_topo.experiments import prune_sweep, report, run, sweep
 from keras_topo.experiments.run_folder import RunFolder
+from keras_topo.export import export_model
 
 FRACTIONS = (0.0, 0.25, 0.5, 0.62, 0.75)
 EXPORT_FRACTION = 0.5
@@ -26,8 +28,7 @@ def run_demo(
 
     `train_subset` trains on that many digits only (for quick checks).
     """
-    from keras_topo import pruning
-    from keras_topo.figures import draw_run_figures
+    from keras_topo.figures import draw_run_figures  # matplotlib: the "experiments" extra
 
     out = Path(out_dir)
     runs_dir = out / "runs"
@@ -89,8 +90,6 @@ def _export(model, path, log):
     """SavedModel export (`keras_topo.export_model`: topography stripped, `model.export`);
     returns its path, or None where the backend cannot export (the `.keras` file is still
     written)."""
-    from keras_topo.export import export_model
-
     if path.exists():  # a rerun of the demo replaces its own output
         shutil.rmtree(path)
     try:

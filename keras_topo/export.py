@@ -25,6 +25,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_topo.conversion import has_topography, strip_topography
+
 FORMATS = ("saved_model", "litert", "onnx")
 QUANTIZATIONS = {
     "saved_model": (None,),
@@ -65,8 +67,6 @@ def export_model(model, path, format="saved_model", quantize=None, calibration_d
     Returns:
         `path` as a `pathlib.Path`.
     """
-    from keras_topo.conversion import has_topography, strip_topography
-
     path = Path(path)
     _check_request(model, path, format, quantize)
     calibration = None
@@ -123,7 +123,8 @@ def _check_request(model, path, format, quantize):
 
 
 def calibration_array(data, model, limit=CALIBRATION_SAMPLES):
-    """Up to `limit` float32 inputs of `model` from an array or an iterable of batches.
+    """Up to `limit` inputs of `model` from an array or an iterable of batches, in the model
+    input's dtype (float32 images, int32 token ids).
 
     Raises:
         ValueError: no data, or samples whose shape the model does not take.
@@ -138,10 +139,11 @@ def calibration_array(data, model, limit=CALIBRATION_SAMPLES):
     else:
         batches = data
     samples, count = [], 0
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
     for batch in batches:
         if isinstance(batch, (tuple, list)):
             batch = batch[0]  # (x, y) or (x, y, sample_weight)
-        batch = np.asarray(keras.ops.convert_to_numpy(batch), dtype="float32")
+        batch = np.asarray(keras.ops.convert_to_numpy(batch), dtype=dtype)
         samples.append(batch[: limit - count])
         count += len(samples[-1])
         if count >= limit:
@@ -206,7 +208,7 @@ def _check_int8_ranges(flatbuffer):
 
 def _onnx(model, path, quantize, calibration, staging):
     # Keras' ONNX export refuses a model that was never called (predict on JAX does not count).
-    zeros = [np.zeros((1, *spec.shape[1:]), dtype="float32") for spec in model.inputs]
+    zeros = [np.zeros((1, *spec.shape[1:]), dtype=spec.dtype) for spec in model.inputs]
     model(zeros if len(zeros) > 1 else zeros[0])
     target = staging / "float.onnx" if quantize else path
     model.export(str(target), format="onnx", verbose=False)

@@ -7,12 +7,19 @@ a layer name, a layer object, a list of names and/or layers, or a predicate
 
 import keras
 
+from keras_topo.token_topography import (
+    PLAIN_TOKEN_CLASSES,
+    TOKEN_TOPOGRAPHIC_CLASSES,
+    map_channels,
+    register_keras_hub_layers,
+)
+from keras_topo.topographic_conv import PLAIN_CLASSES, TOPOGRAPHIC_CLASSES, TopographicMixin
+from keras_topo.tracing import layer_view
+
 
 def walk_layers(model):
     """Every layer of `model` once, in order, descending into nested models and traced custom
     layers (`keras_topo.tracing`; the layers their `call` calls), at any depth."""
-    from keras_topo.tracing import layer_view
-
     seen = set()
 
     def walk(container):
@@ -53,12 +60,11 @@ def topographic_class(layer):
 
     - `Conv1D / 2D / 3D` (and `keras_topo.fast_layers`' twins): their filters
       (`keras_topo.topographic_conv`);
-    - `Dense`, `EinsumDense` whose output's last axis is a kernel axis, `MultiHeadAttention`:
-      their output channels, tokens as samples (`keras_topo.token_topography`).
+    - `Dense`, `EinsumDense` whose output's last axis is a kernel axis, `MultiHeadAttention`,
+      `GroupQueryAttention`, keras-hub's `CachedMultiHeadAttention`: their output channels,
+      tokens as samples (`keras_topo.token_topography`).
     """
-    from keras_topo.token_topography import TOKEN_TOPOGRAPHIC_CLASSES, map_channels
-    from keras_topo.topographic_conv import TOPOGRAPHIC_CLASSES
-
+    register_keras_hub_layers()
     if type(layer) in TOPOGRAPHIC_CLASSES:
         return TOPOGRAPHIC_CLASSES[type(layer)]
     if type(layer) in TOKEN_TOPOGRAPHIC_CLASSES and map_channels(layer):
@@ -68,9 +74,6 @@ def topographic_class(layer):
 
 def plain_class(layer):
     """The plain Keras class of a topographic layer (for `strip_topography`)."""
-    from keras_topo.token_topography import PLAIN_TOKEN_CLASSES
-    from keras_topo.topographic_conv import PLAIN_CLASSES
-
     return {**PLAIN_CLASSES, **PLAIN_TOKEN_CLASSES}[type(layer)]
 
 
@@ -82,7 +85,6 @@ def default_map_layers(model):
     layers (`mlp_hidden`), where TopoNets and TopoLM put their maps. Any other model: its
     convolutions that can carry a map (`carries_a_map`).
     """
-    from keras_topo.topographic_conv import TOPOGRAPHIC_CLASSES
 
     def conv(layer):
         return type(layer) in TOPOGRAPHIC_CLASSES and carries_a_map(layer)
@@ -107,8 +109,6 @@ def mlp_hidden(layer):
     transformer block the first Dense of the feed-forward part (width `mlp_dim`). Left out: patch
     embeddings, attention projections, classifier heads (no Dense reads them).
     """
-    from keras_topo.token_topography import map_channels
-
     dense = (keras.layers.Dense, keras.layers.EinsumDense)
     if not isinstance(layer, dense) or (map_channels(layer) or 0) < MIN_MAP_CHANNELS:
         return False
@@ -134,8 +134,6 @@ def _non_linear(layer):
 
 def is_topographic(layer):
     """True for keras-topo's topographic layers (they carry `positions` and `topography`)."""
-    from keras_topo.topographic_conv import TopographicMixin
-
     return isinstance(layer, TopographicMixin)
 
 

@@ -8,8 +8,10 @@ by its traced view, copied the same way (a functional graph in its place: its cl
 a custom layer with nothing to replace inside keeps its class.
 
 Carrying over never depends on a config round trip: a layer is rebuilt from its config when
-that works (`from_config`, then its weights), else deep-copied with its variables (a layer whose
-`get_config()` its constructor rejects, such as keras-hub 0.32's `ViTPatchingAndEmbedding`).
+that works (`from_config`, then its weights), else from a repaired config checked to compute the
+same, else deep-copied with its variables. The copy saves as it computes, or saving says why not
+(`keras_topo.layer_saving`: keras-hub 0.32's `ViTPatchingAndEmbedding`, whose `get_config()` its
+constructor rejects; `DINOV2Embedding`, whose variable saving loses trained state).
 """
 
 import copy
@@ -20,8 +22,9 @@ import keras
 from keras.src.models.functional import Functional
 from keras.src.utils.tracking import DotNotTrackScope
 
-from keras_topo import tracing
-from keras_topo.pruning.layer_copy import from_config_zero_init, layer_config, restore_initializers
+from keras_topo import layer_saving, tracing
+from keras_topo.layer_copy import layer_config, rebuilt
+from keras_topo.layer_selection import walk_layers
 
 
 def copy_model(model, replacement, opaque_consequence=None):
@@ -48,8 +51,6 @@ def copy_model(model, replacement, opaque_consequence=None):
 def changes(model_or_layer, replacement):
     """Whether `replacement` would replace any layer of `model_or_layer` (nested models and
     traced custom layers included)."""
-    from keras_topo.layer_selection import walk_layers
-
     if replacement(model_or_layer) is not None:
         return True
     inner = _inner_model(model_or_layer)
@@ -150,10 +151,13 @@ def _hides_replacement(layer, replacement):
 
 
 def carry_over(layer, args, kwargs, name=None):
-    """A new instance of `layer` with its weights, called on `args`, `kwargs`.
+    """A new instance of `layer` with its weights, called on `args`, `kwargs`, that saves as it
+    computes (`keras_topo.layer_saving`).
 
-    From its config when `from_config` accepts it and gives the same weights' shapes, else a
-    deep copy (variables copied, never shared; `_deep_copy`).
+    From its config when `from_config` accepts it (keeping a repaired config the layer answers
+    with); else from a repaired config that is checked to compute the same; else a deep copy
+    (variables copied, never shared; `_deep_copy`) whose saving raises a clear error. A class
+    with its own variable saving gets it checked at save time.
 
     Args:
         name: the new layer's name (default: `layer`'s).
@@ -161,17 +165,26 @@ def carry_over(layer, args, kwargs, name=None):
     Returns:
         `(new layer, outputs)`.
     """
+    name = name or layer.name
     try:
-        config = dict(layer_config(layer), name=name or layer.name)
-        new = from_config_zero_init(layer.__class__, config)
-        outputs = new(*args, **kwargs)
-        restore_initializers(new, config)
-        new.set_weights(layer.get_weights())
-        return new, outputs
-    except Exception:  # any config that does not round-trip: user and library code
-        new = _deep_copy(layer)
-        new.name = name or layer.name
-        return new, new(*args, **kwargs)
+        new, outputs = rebuilt(layer, dict(layer_config(layer), name=name), args, kwargs)
+        if layer_saving.dropped_keys(layer):  # a copy of a copy: keep the repaired config
+            layer_saving.keep_config_without(new, layer_saving.dropped_keys(layer))
+    except Exception as error:  # any config that does not round-trip: user and library code
+        repaired = layer_saving.repaired_copy(layer, name, args, kwargs)
+        if repaired is None:
+            new = _deep_copy(layer)
+            new.name = name
+            layer_saving.refuse_saving(new, f"{type(error).__name__}: {_first_line(error)}")
+            repaired = new, new(*args, **kwargs)
+        new, outputs = repaired
+    layer_saving.check_saved_variables(new)
+    return new, outputs
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def _deep_copy(layer):

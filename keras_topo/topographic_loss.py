@@ -18,7 +18,7 @@ device values (no host sync): each channel is divided by a power of two near its
 magnitude before any product (`channel_scale.rescale_channels`; cosines do not depend on it),
 which leaves ordinary float32 results bit for bit as they were unscaled.
 
-Speed: each Gram matrix is differentiated with one matmul instead of two (`_gram`), which cut
+Speed: each Gram matrix is differentiated with one matmul instead of two (`symmetric_gram`), which cut
 the loss's forward + backward time by 17-21 % at ResNet-18's five layers
 (`benchmarks/bench_topographic_loss.py`).
 """
@@ -77,7 +77,7 @@ def topographic_loss(
 # the squared clamp is `floor_sq`, `(B, 1, C)`.
 
 
-def _gram(equation, a):
+def symmetric_gram(equation, a):
     """`einsum(equation, a, a)` with one matmul in the backward pass instead of two.
 
     The first operand's gradient is counted twice (`2g - stop_gradient(g)` has the value of
@@ -93,7 +93,7 @@ def _direct_sum(y, target):
     """Sum over samples and pairs i < j of `(S - T)_ij^2` from the `(B, C, C)` Gram, taken as
     half the sum over i != j so that its gradient is symmetric."""
     y, floor_sq = channel_scale.rescale_channels(y, axis=1, floor_sq=EPS)
-    gram = _gram("bpi,bpj->bij", y)
+    gram = symmetric_gram("bpi,bpj->bij", y)
     squares = ops.diagonal(gram, axis1=1, axis2=2)  # (B, C)
     norms = ops.sqrt(ops.maximum(squares, floor_sq[:, 0]))
     sim = gram / (norms[:, :, None] * norms[:, None, :])
@@ -119,10 +119,10 @@ def _identity_sum(y, target, target_np):
     y, floor_sq = channel_scale.rescale_channels(y, axis=1, floor_sq=EPS)
     squares = ops.sum(ops.square(y), axis=1, keepdims=True)
     y_hat = y / ops.sqrt(ops.maximum(squares, floor_sq))  # unit-norm channels
-    gram = _gram("bpc,bqc->bpq", y_hat)  # (B, HW, HW)
+    gram = symmetric_gram("bpc,bqc->bpq", y_hat)  # (B, HW, HW)
     sim_sq = ops.sum(ops.square(gram))
     flat = ops.reshape(y_hat, (-1, target.shape[0]))
-    sim_dot_target = ops.sum(_gram("nc,nd->cd", flat) * target)
+    sim_dot_target = ops.sum(symmetric_gram("nc,nd->cd", flat) * target)
     diag = ops.sum(ops.square(ops.sum(ops.square(y_hat), axis=1) - 1.0))
     target_sq = float(np.sum(np.square(target_np, dtype="float64")))
     batch = ops.cast(ops.shape(y)[0], "float32")

@@ -163,6 +163,24 @@ def test_int8_with_an_infinite_range_is_refused_not_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@_needs("litert")
+def test_int8_of_a_model_on_token_ids_calibrates_with_the_ids(tmp_path):
+    # The ids stay int32 (an embedding lookup cannot take float ids); the activations are int8.
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(50, 8)(tokens)
+    model = keras.Model(tokens, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(h)))
+    ids = np.random.default_rng(0).integers(0, 50, (64, 6)).astype("int32")
+    assert export.calibration_array(ids, model).dtype == np.int32
+    path = keras_topo.export_model(
+        model, tmp_path / "m.tflite", "litert", quantize="int8", calibration_data=ids
+    )
+    want = keras.ops.convert_to_numpy(model(ids))
+    np.testing.assert_allclose(
+        export.load_exported(path)(ids), want, atol=0.05 * np.abs(want).max()
+    )
+
+
 def test_calibration_array_takes_batches_and_keeps_the_first_samples(trained):
     model, x_train, _ = trained
     batches = [(x_train[i : i + 100], None) for i in range(0, 400, 100)]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import keras_topo
-from keras_topo.experiments import digits, recipe
+from keras_topo import training_recipe
+from keras_topo.experiments import digits
 from keras_topo.layer_selection import is_topographic, walk_layers
 from keras_topo.pruning import finetune, prune_channels
 
@@ -51,13 +52,13 @@ def test_finetune_recovers_accuracy_with_the_recipe(pruned):
     after = _accuracy(tuned, x_test, y_test)
     assert after > before + 0.05, (before, after)
     # The recipe's optimizer, one cosine cycle over exactly epochs * batches, ending at 0.
-    assert isinstance(tuned.optimizer, recipe.TorchSGD)
+    assert isinstance(tuned.optimizer, training_recipe.TorchSGD)
     steps = 3 * int(np.ceil(len(train[0]) / 64))
     assert int(tuned.optimizer.iterations) == steps
     schedule = tuned.optimizer._learning_rate
     assert float(schedule(0)) == pytest.approx(0.05)
     assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-7)
-    assert tuned.optimizer.coupled_weight_decay == recipe.WEIGHT_DECAY
+    assert tuned.optimizer.coupled_weight_decay == training_recipe.WEIGHT_DECAY
     assert len(tuned.history.history["accuracy"]) == 3
 
 

@@ -13,8 +13,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmark
 import gpu_bench  # noqa: E402
 import paper_scale  # noqa: E402
 
-from keras_topo import cli  # noqa: E402
-from keras_topo.experiments import recipe  # noqa: E402
+from keras_topo import (
+    cli,  # noqa: E402
+    training_recipe,  # noqa: E402
+)
 
 
 class _Clock:
@@ -70,7 +72,7 @@ def test_budget_starts_the_first_configuration_then_only_what_fits(monkeypatch):
 
 
 def test_paper_run_seconds_counts_the_recipes_steps_and_evaluations():
-    epochs = recipe.EPOCHS["cifar10"]
+    epochs = training_recipe.EPOCHS["cifar10"]
     steps = epochs * math.ceil(45_000 / 256)
     evaluated = epochs * 5_000 + 2 * 10_000
     expected = steps * 0.02 + evaluated / 8_000
@@ -111,7 +113,7 @@ def test_quick_sets_toy_defaults_that_given_flags_override():
     args = gpu_bench.parse_args(["--quick", "--batch", "16"])
     assert (args.batch, args.width, args.steps) == (16, 0.125, 2)
     args = gpu_bench.parse_args(["--budget", "jax=600"])
-    assert args.batch == recipe.BATCH_SIZE and args.width == 1.0
+    assert args.batch == training_recipe.BATCH_SIZE and args.width == 1.0
     assert args.budget == {**gpu_bench.BUDGETS_S, "jax": 600.0}
 
 

@@ -128,3 +128,33 @@ def test_hub_backbone_prunes(name, bound):
     dense = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.MultiHeadAttention)
     pruned = prune_channels(model, 0.5, layers=lambda layer: isinstance(layer, dense))
     assert pruned.count_params() / model.count_params() < bound
+
+
+def test_cached_multi_head_attention_gets_a_map_on_its_output_projection(tmp_path):
+    """keras-hub's `CachedMultiHeadAttention` (GPT-2, OPT) as `MultiHeadAttention`: the paper's
+    loss on its output, tokens as samples; `.keras` round trip; stripped back to keras-hub's."""
+    keras_hub = pytest.importorskip("keras_hub")
+    from reference_loss import reference_loss
+
+    import keras_topo
+
+    inputs = keras.Input((4, 6))
+    attention = keras_hub.layers.CachedMultiHeadAttention(2, 3, name="cached")
+    x = keras.layers.Add()([inputs, attention(inputs, inputs)])
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    topo = keras_topo.make_topographic(model, layers=["cached"], topography="line")
+    converted = topo.get_layer("cached")
+    assert isinstance(converted, keras_hub.layers.CachedMultiHeadAttention)
+    assert keras_topo.topographic_layers(topo) == [converted] and converted.filters == 6
+    q = np.random.default_rng(0).standard_normal((2, 4, 6)).astype("float32")
+    reference = ops.convert_to_numpy(model(q))
+    np.testing.assert_allclose(ops.convert_to_numpy(topo(q)), reference, atol=1e-5)
+    inner = ops.convert_to_numpy(attention(q, q)).reshape(1, 8, 6)
+    expected = reference_loss(inner, keras_topo.positions.line(6))
+    np.testing.assert_allclose(ops.convert_to_numpy(topo.losses[0]), expected, rtol=1e-4)
+    topo.save(tmp_path / "cached.keras")
+    loaded = keras.saving.load_model(tmp_path / "cached.keras")
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(q)), reference, atol=1e-5)
+    plain = keras_topo.strip_topography(loaded)
+    assert type(plain.get_layer("cached")) is keras_hub.layers.CachedMultiHeadAttention
+    assert plain.losses == []

@@ -31,13 +31,7 @@ CNNS = ("ResNet v2", "MobileNetV3")  # issue 20's goal: >= 90 % of their map con
 SAMPLES = 8
 CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 # Steps that fail today, by (backbone, step): the reason, for strict xfails.
-PENDING = {
-    ("BERT", "prune"): "compare's count_macs: the traced attention layers see an unknown "
-    "sequence length (None, None, 16)",
-    ("BERT", "litert int8"): "int8 calibration casts the int32 token ids to float32",
-    ("ViT", "keras_file"): "the pruned graph inlines ViTPatchingAndEmbedding, whose get_config "
-    "its constructor rejects (keras-hub 0.32): the .keras file does not load",
-}
+PENDING = {}
 # keras-hub's ResNetV2 stem pads with -inf before its max pool: int8 cannot hold it, and
 # export_model says so (the converter's file would abort the interpreter).
 INT8_REFUSED = {"ResNet v2": "infinite value range"}

@@ -216,6 +216,24 @@ def test_attention_macs():
     assert count_macs(keras.Model(x, y)) == projections + scores + TOKENS * HEADS * 6 * WIDTH
 
 
+def test_macs_of_a_model_without_a_sequence_length_need_one():
+    x = keras.Input((None, WIDTH))
+    y = keras.layers.MultiHeadAttention(HEADS, 8, **FAST)(x, x)
+    model = keras.Model(x, keras.layers.Dense(HIDDEN)(y))
+    with pytest.raises(ValueError, match="static shapes"):
+        count_macs(model)
+    for tokens in (TOKENS, 2 * TOKENS):  # scores grow with tokens squared
+        projections = tokens * WIDTH * HEADS * 8 * 4  # query, key, value, output
+        scores = tokens * tokens * HEADS * (8 + 8)
+        want = projections + scores + tokens * WIDTH * HIDDEN
+        assert count_macs(model, input_shape=(tokens, WIDTH)) == want
+        assert count_macs(model, input_shape=[(tokens, WIDTH)]) == want
+    with pytest.raises(ValueError, match="without the batch axis"):
+        count_macs(model, input_shape=(1, TOKENS, WIDTH))
+    with pytest.raises(ValueError, match="one per model input"):
+        count_macs(model, input_shape=[(TOKENS, WIDTH)] * 2)
+
+
 @pytest.mark.slow
 def test_pruned_transformer_survives_keras_save(tmp_path):
     model, x = vit_like(), sample()

@@ -343,9 +343,10 @@ def test_calibration_samples_the_same_positions_of_every_image(monkeypatch):
     chosen = consumer_responses(model, x).reshape(16, 36, 8)[:, position_indices(36, 10)]
     chosen = chosen.reshape(-1, 8)
     assert moments.count == 160 and len(set(position_indices(36, 10))) == 10
-    np.testing.assert_allclose(moments.mean, chosen.mean(axis=0), rtol=1e-6, atol=1e-9)
+    # float32 responses from two forward passes (batched differently): equal to ~1e-6
+    np.testing.assert_allclose(moments.mean, chosen.mean(axis=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(
-        moments.covariance(), np.cov(chosen, rowvar=False, bias=True), rtol=1e-6, atol=1e-9
+        moments.covariance(), np.cov(chosen, rowvar=False, bias=True), rtol=1e-5, atol=1e-7
     )
 
 

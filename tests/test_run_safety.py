@@ -12,8 +12,8 @@ import pytest
 import tiny_architecture
 from test_experiments_run import TINY, BatchCounter, KillInEpoch
 
-from keras_topo import cli
-from keras_topo.experiments import checkpoints, divergence, recipe, results, run, run_lock
+from keras_topo import cli, training_recipe
+from keras_topo.experiments import checkpoints, divergence, results, run, run_lock
 
 CLI_TINY = ["--dataset", "digits", "--model", "tiny", "--epochs", "1", "--batch-size", "32"]
 CLI_TINY += ["--verbose", "0"]
@@ -181,7 +181,7 @@ def test_check_finite_names_the_metric():
 
 def test_best_model_loads_with_plain_keras(tmp_path):
     """`import keras_topo` is all `keras.saving.load_model` needs (the runner's optimizer too)."""
-    model = _tiny_model(recipe.make_optimizer(steps_per_epoch=2, epochs=1))
+    model = _tiny_model(training_recipe.make_optimizer(steps_per_epoch=2, epochs=1))
     x = np.ones((4, 3))
     best = checkpoints.BestModelCheckpoint(tmp_path / "best.keras", monitor="val_loss")
     model.fit(x, x[:, :2], validation_data=(x, x[:, :2]), epochs=1, callbacks=[best], verbose=0)

@@ -97,6 +97,13 @@ class TrainingPassed(TrainingBranch):
         return self.bn(self.conv(x), training=training)
 
 
+class SymbolicDiffers(keras.layers.Layer):
+    """Computes `2 x` on symbolic inputs and `3 x` on values: its trace is another function."""
+
+    def call(self, x):
+        return x * (2.0 if isinstance(x, keras.KerasTensor) else 3.0)
+
+
 class RejectsItsConfig(keras.layers.Layer):
     """`get_config()` holds a key its constructor rejects (keras-hub's ViT patching does)."""
 
@@ -158,6 +165,9 @@ def test_traced_view_equals_the_layer_and_reuses_its_sublayers():
     inner = {id(layer) for layer in view.model.layers}
     assert {id(residual.first), id(residual.conv), id(residual.bn)} <= inner
     assert tracing.layer_view(residual) is view  # cached per layer and input signature
+    tracing.clear_caches()
+    again = tracing.layer_view(residual)
+    assert again is not view and again.reason is None
 
 
 @pytest.mark.parametrize(
@@ -166,6 +176,7 @@ def test_traced_view_equals_the_layer_and_reuses_its_sublayers():
         (OwnScale(8), "owns variables directly"),
         (Branchy(8), "fails on symbolic inputs"),
         (TrainingBranch(8), "branches on `training`"),
+        (SymbolicDiffers(), "computes another function"),
     ],
 )
 def test_opaque_layers_say_why(layer, reason):

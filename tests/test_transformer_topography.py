@@ -122,6 +122,47 @@ def test_attention_map_is_its_output_projection():
         TopographicMultiHeadAttention(2, 3)
 
 
+def attention_model(attention, width=6):
+    """`x (4, width)` -> LayerNorm -> `attention(y, y)` -> + x -> Dense(3): a residual block."""
+    inputs = keras.Input((4, width))
+    y = keras.layers.LayerNormalization()(inputs)
+    x = keras.layers.Add()([inputs, attention(y, y)])
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+
+
+def test_grouped_query_attention_map_is_its_output_projection(tmp_path):
+    q = np.random.randn(2, 4, 6).astype("float32")
+    layer = keras_topo.TopographicGroupedQueryAttention(
+        3, 4, 2, feature_dim=6, topography=Topography(objective="weights", shrink_factor=1)
+    )
+    out = layer(q, q)
+    assert layer.filters == 6 and to_numpy(out).shape == (2, 4, 6)
+    kernel = to_numpy(layer._output_dense.kernel)  # (query heads, head_dim, 6)
+    expected = objectives.weight_smoothness_loss(kernel, 1)
+    np.testing.assert_allclose(to_numpy(layer.losses[0]), to_numpy(expected), rtol=1e-5)
+
+    attention = keras.layers.GroupQueryAttention(3, 4, 2, name="gqa")
+    model = attention_model(attention)
+    topo = keras_topo.make_topographic(model, layers=["gqa"], topography="line")
+    converted = topo.get_layer("gqa")
+    assert type(converted) is keras_topo.TopographicGroupedQueryAttention
+    assert converted.num_key_value_heads == 2 and converted.filters == 6
+    np.testing.assert_allclose(to_numpy(topo(q)), to_numpy(model(q)), atol=1e-5)
+    inner = attention(*(2 * [to_numpy(model.layers[1](q))]))  # the paper's cosine over 8 tokens
+    expected = reference_loss(to_numpy(inner).reshape(1, 8, 6), keras_topo.positions.line(6))
+    np.testing.assert_allclose(to_numpy(sum(topo.losses)), expected, rtol=1e-4)
+    topo.save(tmp_path / "gqa.keras")
+    loaded = keras.saving.load_model(tmp_path / "gqa.keras")
+    np.testing.assert_allclose(to_numpy(loaded(q)), to_numpy(model(q)), atol=1e-5)
+    plain = keras_topo.strip_topography(loaded)
+    assert type(plain.get_layer("gqa")) is keras.layers.GroupQueryAttention
+    assert plain.losses == []
+    with pytest.raises(ValueError, match="needs feature_dim=C"):
+        keras_topo.TopographicGroupedQueryAttention(3, 4, 2)
+    with pytest.raises(ValueError, match="Pass feature_dim=query.shape"):
+        keras_topo.TopographicGroupedQueryAttention(3, 4, 2, feature_dim=5)(q, q)
+
+
 def test_regularizer_on_a_dense_without_tokens_takes_the_batch_as_samples():
     x = np.random.randn(6, 4).astype("float32")
     layer = keras.layers.Dense(5, activity_regularizer=keras_topo.TopographicRegularizer("line"))
@@ -236,6 +277,74 @@ def test_sampled_neighbourhoods_match_a_numpy_oracle_and_follow_the_seed():
     assert any(not np.array_equal(draws[0][0], d) for d in draws[0][1:])  # new draws per step
     layer(samples[None])
     assert np.isfinite(to_numpy(layer.losses[0]))
+
+
+def value_and_input_gradient(fn, x):
+    """`(fn(x), d fn / d x)` as numpy, on the active backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        return to_numpy(value), to_numpy(tape.gradient(value, x))
+    if backend == "jax":
+        import jax
+
+        value, grad = jax.value_and_grad(fn)(x)
+        return to_numpy(value), np.asarray(grad)
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    value = fn(x)
+    value.backward()
+    return to_numpy(value.detach()), x.grad.numpy()
+
+
+def finite_differences(fn, x, step=1e-5):
+    """Central differences of a float64 numpy `fn` at every entry of `x`."""
+    x = x.astype("float64")
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        shift = np.zeros_like(x)
+        shift[index] = step
+        grad[index] = (fn(x + shift) - fn(x - shift)) / (2 * step)
+    return grad
+
+
+@pytest.mark.parametrize("objective", ["activation", "spatial", "sampled"])
+def test_dense_loss_from_its_inputs_matches_numpy_value_and_gradient(objective):
+    """The input-side Gram (one-matmul gradient, sampled blocks read from the `(C, C)`
+    covariance) against float64 numpy oracles of the outputs and their finite differences."""
+    x = 1.0 + np.random.randn(2, 3, 4).astype("float32")
+    sampled = objective == "sampled"
+    settings = {"neighbourhoods": 2, "radius": 0.5} if sampled else {}
+    topography = Topography(objective="activation" if objective == "activation" else "spatial")
+    layer = TopographicDense(
+        16, topography=topography.replace(**settings), bias_initializer="random_normal"
+    )
+    layer.build(x.shape)
+    kernel, bias = to_numpy(layer.kernel).astype("float64"), to_numpy(layer.bias)
+    indices, valid = objectives.neighbour_table(layer.positions, radius=0.5)
+    centres = np.array([0, 9])
+    if sampled:
+        layer._neighbourhoods = lambda: (indices[centres], valid[centres])
+
+    def oracle(inputs):
+        pre = inputs.reshape(-1, 4) @ kernel + bias
+        if objective == "activation":
+            return reference_loss(pre[None], layer.positions)
+        if not sampled:
+            return spatial_oracle(pre, layer._target)
+        chosen = [indices[c][valid[c] > 0] for c in centres]
+        return np.mean([spatial_oracle(pre[:, u], layer._target[np.ix_(u, u)]) for u in chosen])
+
+    assert layer._loss_from_inputs(x)
+    value, grad = value_and_input_gradient(layer._input_side_loss, x)
+    np.testing.assert_allclose(value, oracle(x), rtol=1e-4)
+    np.testing.assert_allclose(grad, finite_differences(oracle, x), rtol=2e-3, atol=1e-5)
 
 
 def test_neighbourhood_settings_are_validated():

@@ -33,7 +33,7 @@ def load(name, split, data_dir=None, batch_size=256, seed=0, subset=None):
         return Split(dataset, digits.INPUT_SHAPE, digits.NUM_CLASSES, names)
     if data_dir is None:
         raise ValueError(f"dataset {name!r} needs --data-dir (the folder holding its files).")
-    from keras_topo import data
+    from keras_topo import data  # tf.data pipelines: TensorFlow loads only for these datasets
 
     info = data.load(name, data_dir, split=split, batch_size=batch_size, seed=seed, subset=subset)
     return Split(info.dataset, tuple(info.input_shape), info.num_classes, list(info.class_names))
@@ -51,7 +51,7 @@ def evaluate(model, name, split, data_dir=None, batch_size=256):
     )
     metrics = {key: float(value) for key, value in metrics.items()}
     if name == "birddcase":
-        from keras_topo import data
+        from keras_topo import data  # tf.data pipelines: TensorFlow loads only for these datasets
 
         windows, clip_ids, labels = data.bird_dcase_windows(data_dir, split, batch_size)
         clip = data.clip_level_metrics(model.predict(windows, verbose=0), clip_ids, labels)

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_topo import export
+from keras_topo import export, pruning
 from keras_topo.experiments import datasets, run
 from keras_topo.experiments.run_folder import RunFolder
 
@@ -46,8 +46,6 @@ def export_run(
         dict with `path`, `bytes` (file or folder size), `params` and `test_accuracy` (the
         exported file's top-1 accuracy on each test example or window).
     """
-    from keras_topo import pruning
-
     folder = RunFolder(run_dir)
     config = folder.read_config()
     data_dir = data_dir or config.data_dir

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from keras_topo import pruning
 from keras_topo.applications import topographic_layer_specs
 from keras_topo.experiments import datasets, digits, run
 from keras_topo.experiments.run_folder import RunFolder
@@ -88,8 +89,6 @@ def prune_sweep(
         "accuracy", "loss", "params", ...}` per fraction computed now or before (+
         `finetuned_accuracy`, `finetuned_loss` when fine-tuned), sorted by fraction.
     """
-    from keras_topo import pruning
-
     folder = RunFolder(run_dir)
     if isinstance(fractions, str):
         fractions = parse_fractions(fractions)
@@ -182,7 +181,7 @@ def calibration_images(config, data_dir, size):
         if size > len(images):
             raise ValueError(f"calibration_size {size}: digits' training split has {len(images)}.")
         return images[np.random.default_rng(0).permutation(len(images))[:size]]
-    from keras_topo import data
+    from keras_topo import data  # tf.data pipelines: TensorFlow loads only for these datasets
 
     kwargs = {"augment": False} if config.dataset.startswith("cifar") else {}
     split = data.load(

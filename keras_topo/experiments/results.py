@@ -19,6 +19,7 @@ import warnings
 import keras
 import numpy as np
 
+import keras_topo
 from keras_topo.experiments.run_config import RunConfig
 from keras_topo.experiments.run_folder import RunFolder
 
@@ -76,8 +77,6 @@ def organisation(config):
 
 def versions():
     """Versions of Python, Keras, the backend library, numpy and keras-topo."""
-    import keras_topo
-
     found = {
         "python": platform.python_version(),
         "keras": keras.__version__,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import keras
 
+from keras_topo import distribute, training_recipe
 from keras_topo.applications import ARCHITECTURES, topographic_layer_specs
 from keras_topo.conversion import make_topographic
 from keras_topo.experiments import (
@@ -28,7 +29,6 @@ from keras_topo.experiments import (
     datasets,
     divergence,
     fast_path,
-    recipe,
     results,
     run_lock,
 )
@@ -113,11 +113,9 @@ def compile_model(model, jit_compile=False, optimizer="sgd"):
 
 
 def distribution_scope(name):
-    """`keras_topo.distribute.distribution_scope(name)`, imported only when asked for."""
+    """`keras_topo.distribute.distribution_scope(name)`; "none": no scope at all."""
     if name == "none":
         return contextlib.nullcontext()
-    from keras_topo import distribute
-
     return distribute.distribution_scope(name)
 
 
@@ -164,7 +162,7 @@ def _fit_and_record(config, folder, callbacks):
         )
     with distribution_scope(config.distribute):
         model = build_model(config, train_split.input_shape, train_split.num_classes)
-        optimizer = recipe.make_optimizer(
+        optimizer = training_recipe.make_optimizer(
             steps,
             config.epochs,
             learning_rate=config.learning_rate,

@@ -12,8 +12,9 @@ import functools
 import math
 import warnings
 
+from keras_topo import training_recipe
 from keras_topo.applications import ARCHITECTURES
-from keras_topo.experiments import datasets, fast_path, recipe
+from keras_topo.experiments import datasets, fast_path
 from keras_topo.topography import Topography
 
 JIT_CHOICES = ("default", "auto", "true", "false")
@@ -69,7 +70,7 @@ class RunConfig:
 
     `topography`: None (the baseline), a `keras_topo.Topography`, or what
     `Topography.coerce` takes (a scheme name, a config dict). `epochs=None` takes the paper's
-    epochs for the dataset (`recipe.EPOCHS`). `jit_compile`: "default" is the backend's fast
+    epochs for the dataset (`training_recipe.EPOCHS`). `jit_compile`: "default" is the backend's fast
     path (`keras_topo.experiments.fast_path`: TF without XLA on CPU, "auto" on an accelerator;
     JAX always jitted; torch eager). `precision`: the Keras dtype policy of the run
     (`fast_path.PRECISIONS`: float32, mixed_float16, mixed_bfloat16). Every field is checked
@@ -83,12 +84,12 @@ class RunConfig:
     data_dir: str | None = None
     out: str = "runs/run"
     epochs: int | None = None
-    batch_size: int = recipe.BATCH_SIZE
-    learning_rate: float = recipe.LEARNING_RATE
-    momentum: float = recipe.MOMENTUM
-    weight_decay: float = recipe.WEIGHT_DECAY
+    batch_size: int = training_recipe.BATCH_SIZE
+    learning_rate: float = training_recipe.LEARNING_RATE
+    momentum: float = training_recipe.MOMENTUM
+    weight_decay: float = training_recipe.WEIGHT_DECAY
     weight_decay_mode: str = "coupled"
-    warmup_fraction: float = recipe.WARMUP_FRACTION
+    warmup_fraction: float = training_recipe.WARMUP_FRACTION
     train_subset: int | None = None
     width_multiplier: float = 1.0
     jit_compile: str = "default"
@@ -103,16 +104,16 @@ class RunConfig:
             raise ValueError(f"dataset must be one of {datasets.DATASETS}, got {self.dataset!r}.")
         if self.model not in ARCHITECTURES:
             raise ValueError(f"model must be one of {tuple(ARCHITECTURES)}, got {self.model!r}.")
-        if self.weight_decay_mode not in recipe.WEIGHT_DECAY_MODES:
+        if self.weight_decay_mode not in training_recipe.WEIGHT_DECAY_MODES:
             raise ValueError(
-                f"weight_decay_mode must be one of {recipe.WEIGHT_DECAY_MODES}, "
+                f"weight_decay_mode must be one of {training_recipe.WEIGHT_DECAY_MODES}, "
                 f"got {self.weight_decay_mode!r}."
             )
         if str(self.jit_compile).lower() not in JIT_CHOICES:
             raise ValueError(f"jit_compile must be one of {JIT_CHOICES}, got {self.jit_compile!r}.")
         fast_path.check_precision(self.precision)
         if self.epochs is None:
-            self.epochs = recipe.EPOCHS[self.dataset]
+            self.epochs = training_recipe.EPOCHS[self.dataset]
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")

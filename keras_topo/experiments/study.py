@@ -21,8 +21,17 @@ from pathlib import Path
 
 import keras
 
-from keras_topo.experiments import datasets, prune_sweep, results, run, run_lock, sweep
+from keras_topo.experiments import (
+    datasets,
+    prune_sweep,
+    results,
+    run,
+    run_lock,
+    study_report,
+    sweep,
+)
 from keras_topo.experiments.run_folder import RunFolder
+from keras_topo.metrics.similarity_ordering import measure_similarity_ordering
 from keras_topo.topography import Topography
 
 
@@ -184,8 +193,6 @@ def run_study(spec, runs_dir, data_dir=None, log=print):
     Returns:
         `(markdown, md_path, png_path)` from `study_report.write`.
     """
-    from keras_topo.experiments import study_report
-
     run_lock.check_writable_folder(runs_dir, "--runs-dir")
     if spec.dataset != "digits" and not (data_dir and Path(data_dir).is_dir()):
         raise ValueError(f"--data-dir {data_dir}: no such folder ({spec.dataset}'s data).")
@@ -213,7 +220,7 @@ def run_study(spec, runs_dir, data_dir=None, log=print):
                 log(f"{config.out}: method {method} refused by the pruner: {error}")
                 refused.setdefault(method, str(error))
         record_similarity(config)
-    return study_report.write(spec, runs_dir, refused)
+    return study_report.write(spec, collect(spec, runs_dir), runs_dir, refused)
 
 
 def check_variants(configs):
@@ -235,8 +242,6 @@ SIMILARITY_FILE = RunFolder.SIMILARITY
 def record_similarity(config):
     """Writes `<run>/similarity.json` (`measure_similarity_ordering` of the best checkpoint on
     the test split, a baseline scored as `run.scored_model`) unless it holds this checkpoint's."""
-    from keras_topo.metrics.similarity_ordering import measure_similarity_ordering
-
     folder = RunFolder(config.out)
     path = folder.similarity_path
     checkpoint = folder.checkpoint_identity()
@@ -264,3 +269,14 @@ def read_run(run_dir):
     path = RunFolder(run_dir).similarity_path
     similarity = json.loads(path.read_text())["layers"] if path.exists() else None
     return result, sweeps, similarity
+
+
+def collect(spec, runs_dir):
+    """`{variant name: [(result, sweeps, similarity) per finished seed]}` in spec order
+    (`read_run` of each of the spec's runs that finished)."""
+    found = {}
+    for variant, config in run_configs(spec, runs_dir):
+        finished = read_run(config.out)
+        if finished is not None:
+            found.setdefault(variant.name, []).append(finished)
+    return found

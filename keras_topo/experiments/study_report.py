@@ -1,4 +1,5 @@
-"""`study.md` and `study.png` of a pruning study (`keras_topo.experiments.study`).
+"""`study.md` and `study.png` of a pruning study (`keras_topo.experiments.study`, which collects
+its finished runs: `study.collect`).
 
 Three tables, mean ± std over seeds (sample std; "±" omitted with one seed): test accuracy of
 each variant and pruning method at each fraction; the map scores (averaged over the layers);
@@ -11,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_topo.experiments import study
-
 MAP_SCORES = ("distance_correlation", "smoothness", "selectivity_morans_i")
 SIMILARITY = (
     ("raw_cosine", "raw cosine (loss)"),
@@ -23,16 +22,6 @@ SIMILARITY = (
     ("image_pearson", "per-image Pearson"),
     ("pearson_distance_correlation", "Pearson ordered by distance"),
 )
-
-
-def collect(spec, runs_dir):
-    """`{variant name: [(result, sweeps, similarity) per finished seed]}` in spec order."""
-    found = {}
-    for variant, config in study.run_configs(spec, runs_dir):
-        run = study.read_run(config.out)
-        if run is not None:
-            found.setdefault(variant.name, []).append(run)
-    return found
 
 
 def mean_std(values, digits=1):
@@ -103,6 +92,7 @@ def similarity_tables(found):
 
 def figure(spec, found, path):
     """One panel per pruning method, one line per variant (mean ± std over seeds)."""
+    # matplotlib: the "experiments" extra
     from keras_topo.figures.pruning_curve import plot_pruning_panels
 
     panels = {}
@@ -119,12 +109,12 @@ def figure(spec, found, path):
     return plot_pruning_panels(path, panels, label=lambda sweep: sweep["variant"], suptitle=title)
 
 
-def write(spec, runs_dir, refused=None):
+def write(spec, found, runs_dir, refused=None):
     """Writes `study.md` and `study.png` into `runs_dir`; returns `(markdown, md, png)`.
 
-    `refused`: `{method: the pruner's reason}` for methods it refused, listed under the table.
+    `found`: the study's finished runs (`study.collect`); `refused`: `{method: the pruner's
+    reason}` for methods it refused, listed under the table.
     """
-    found = collect(spec, runs_dir)
     if not found:
         raise ValueError(f"No finished study run under {runs_dir}: run the study first.")
     overall, per_layer = similarity_tables(found)

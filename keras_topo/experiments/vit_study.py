@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_topo import Topography, make_topographic, strip_topography
+from keras_topo import make_topographic, strip_topography
 from keras_topo.applications import ViT, vit
 from keras_topo.data.cifar import cifar_arrays, normalise
 from keras_topo.experiments import digits, fast_path, results, run_lock, study
@@ -135,15 +135,7 @@ def load_arrays(spec, split, data_dir=None):
 
 def build(spec, variant, input_shape, num_classes):
     """The variant's ViT: plain, or topographic on every MLP hidden layer."""
-
-    topography = None
-    if variant.topography is not None:
-        topography = Topography(
-            variant.topography,
-            objective=variant.objective,
-            weight=variant.weight,
-            reduction=variant.reduction,
-        )
+    topography = variant.settings()
     return ViT(input_shape, num_classes, topography=topography, **spec.model_settings())
 
 

@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from keras_topo.experiments import results
+
 
 def plot_selectivity_maps(path, runs, class_names=None):
     """Writes a grid of preferred-class maps: rows = runs, columns = layers.
@@ -93,8 +95,6 @@ def draw_map_figures(out_dir, run_dirs, class_names=None):
     Runs without map scores (recorded before they existed) are skipped; returns the paths
     written (none if no run has scores).
     """
-    from keras_topo.experiments import results
-
     runs = {}
     for run_dir in run_dirs:
         result = results.read(run_dir)

@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_topo import layer_selection, positions
 from keras_topo.metrics.channel_statistics import ChannelStatistics
+from keras_topo.metrics.layer_responses import accumulate_statistics, plain_graph
 from keras_topo.metrics.map_scores import distance_correlation, similarity_curve, upper_pairs
 
 _TINY = 1e-12
@@ -108,8 +109,6 @@ def measure_similarity_ordering(model, x, layers=None, batch_size=256, bins=10):
     Returns:
         `{key: summarise(...)}` in model order, keyed as `measure_topography`'s results.
     """
-    from keras_topo.metrics import _accumulate, plain_graph
-
     chosen = layer_selection.select_layers(
         model, layers, layer_selection.is_topographic, "topographic"
     )
@@ -117,7 +116,7 @@ def measure_similarity_ordering(model, x, layers=None, batch_size=256, bins=10):
         if layer.filters < 2:
             raise ValueError(f"Layer {layer.name!r} has 1 channel: pairs need at least 2.")
     graph, probes, keys = plain_graph(model, chosen)
-    statistics = _accumulate(
+    statistics = accumulate_statistics(
         graph, chosen, probes, x, None, batch_size, make_statistics=CosineStatistics
     )
     return {

@@ -11,6 +11,7 @@
 from keras_topo.objectives.spatial_correlation import (
     covariance_loss,
     neighbour_table,
+    neighbourhood_covariance_loss,
     neighbourhood_spatial_loss,
     sample_neighbourhoods,
     spatial_correlation_loss,
@@ -81,6 +82,7 @@ __all__ = [
     "OBJECTIVES",
     "covariance_loss",
     "neighbour_table",
+    "neighbourhood_covariance_loss",
     "neighbourhood_spatial_loss",
     "objective_loss",
     "sample_neighbourhoods",

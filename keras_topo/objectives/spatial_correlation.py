@@ -17,6 +17,7 @@ from keras import ops
 
 from keras_topo import channel_scale, tensor_constants
 from keras_topo import positions as positions_lib
+from keras_topo.topographic_loss import symmetric_gram
 
 EPS = 1e-8
 
@@ -31,22 +32,27 @@ def spatial_correlation_loss(outputs, target, data_format="channels_last"):
     """
     samples, floor_sq, target = _samples(outputs, target, data_format)
     centred = samples - ops.mean(samples, axis=0, keepdims=True)
-    return covariance_loss(ops.matmul(ops.transpose(centred), centred), target, floor_sq[0])
+    return covariance_loss(symmetric_gram("nc,nd->cd", centred), target, floor_sq[0])
 
 
 def covariance_loss(cov, target, floor_sq=EPS):
     """The relative spatial loss from the channels' centred sums of products `cov` `(C, C)`
     (`target` `(C, C)` numpy; `floor_sq` `(C,)` or a float clamps each channel's sum of squares).
+
+    The Pearson correlation over the pairs `i < j` is taken over every off-diagonal entry
+    (each pair twice: the same value), so that its gradient with respect to `cov` is symmetric
+    and `cov` may come from `symmetric_gram`.
     """
     channels = target.shape[0]
     std = ops.sqrt(ops.maximum(ops.diagonal(cov), floor_sq))
     corr = cov / (std[:, None] * std[None, :])
-    rows, cols = np.triu_indices(channels, 1)
-    upper = ops.reshape(corr, (-1,))
-    upper = ops.take(upper, tensor_constants.constant(rows * channels + cols, "int32"))
-    inverse_distance = target[rows, cols].astype("float64")
-    inverse_distance = inverse_distance - inverse_distance.mean()
-    spread = np.linalg.norm(inverse_distance)
+    off_diagonal = 1.0 - np.eye(channels)
+    inverse_distance = target.astype("float64")
+    pairs = channels * (channels - 1)
+    inverse_distance = (inverse_distance - np.sum(inverse_distance * off_diagonal) / pairs) * (
+        off_diagonal
+    )
+    spread = np.sqrt(np.sum(np.square(inverse_distance)) / 2)  # over the pairs i < j
     # Under TorchDynamo the numpy above is traced into graph tensors, which no Python branch
     # may read; the model's first (eager or symbolic) call has run this check.
     if not tensor_constants.traced_by_dynamo() and spread < 1e-12:
@@ -54,10 +60,11 @@ def covariance_loss(cov, target, floor_sq=EPS):
             'objective="spatial" needs channel pairs at different distances; all pairs of '
             "these positions are equally far apart. Use another topography."
         )
-    inverse_distance /= spread
-    upper = upper - ops.mean(upper)
-    alignment = ops.sum(upper * tensor_constants.constant(inverse_distance, "float32")) / ops.sqrt(
-        ops.maximum(ops.sum(ops.square(upper)), EPS)
+    off_diagonal_t = tensor_constants.constant(off_diagonal, "float32")
+    centred = (corr - ops.sum(corr * off_diagonal_t) / pairs) * off_diagonal_t
+    inverse_distance = tensor_constants.constant(inverse_distance / spread, "float32")
+    alignment = (ops.sum(centred * inverse_distance) / 2) / ops.sqrt(
+        ops.maximum(ops.sum(ops.square(centred)) / 2, EPS)
     )
     return 1.0 - alignment
 
@@ -145,23 +152,51 @@ def neighbourhood_spatial_loss(outputs, target, neighbourhoods, data_format="cha
         data_format: "channels_last" or "channels_first".
     """
     samples, floor_sq, target = _samples(outputs, target, data_format)
-    channels = target.shape[0]
-    indices, valid = ops.cast(neighbourhoods[0], "int32"), ops.cast(neighbourhoods[1], "float32")
+    indices = ops.cast(neighbourhoods[0], "int32")
     count, width = indices.shape
     flat = ops.reshape(indices, (-1,))
     units = ops.reshape(ops.take(samples, flat, axis=1), (-1, count, width))  # (N, K, M)
     units = units - ops.mean(units, axis=0, keepdims=True)
     cov = ops.einsum("nki,nkj->kij", units, units)  # (K, M, M)
     floor = ops.reshape(ops.take(floor_sq[0], flat), (count, width))
-    std = ops.sqrt(ops.maximum(ops.diagonal(cov, axis1=1, axis2=2), floor))
+    return _neighbourhood_loss(cov, floor, target, neighbourhoods)
+
+
+def neighbourhood_covariance_loss(cov, target, neighbourhoods, floor_sq=EPS):
+    """`neighbourhood_spatial_loss` from all channels' centred sums of products `cov` `(C, C)`
+    (as `covariance_loss`'s): each neighbourhood's `(M, M)` block is read from it, so a layer
+    that has `cov` cheaply (`TopographicDense` from its inputs) samples at no extra cost.
+
+    Args:
+        cov: `(C, C)` centred sums of products of the channels.
+        target: `(C, C)` numpy `1 / (d + 1)`.
+        neighbourhoods: `(indices, valid)` `(K, M)` of `sample_neighbourhoods`.
+        floor_sq: a float, the clamp on a channel's sum of squares.
+    """
+    channels = target.shape[0]
+    indices = ops.cast(neighbourhoods[0], "int32")
+    count, width = indices.shape
+    pairs = ops.reshape(indices[:, :, None] * channels + indices[:, None, :], (-1,))
+    blocks = ops.reshape(ops.take(ops.reshape(cov, (-1,)), pairs), (count, width, width))
+    return _neighbourhood_loss(blocks, floor_sq, target, neighbourhoods)
+
+
+def _neighbourhood_loss(cov, floor_sq, target, neighbourhoods):
+    """The loss from each neighbourhood's centred sums of products `cov` `(K, M, M)`, the
+    clamp `floor_sq` (`(K, M)` or a float), numpy `target` `(C, C)` and `(indices, valid)`.
+    Pairs are counted both ways, as in `covariance_loss` (a symmetric gradient)."""
+    channels = target.shape[0]
+    indices, valid = ops.cast(neighbourhoods[0], "int32"), ops.cast(neighbourhoods[1], "float32")
+    count, width = indices.shape
+    std = ops.sqrt(ops.maximum(ops.diagonal(cov, axis1=1, axis2=2), floor_sq))
     corr = cov / (std[:, :, None] * std[:, None, :])
     pairs = ops.reshape(indices[:, :, None] * channels + indices[:, None, :], (-1,))
     inverse_distance = ops.reshape(
         ops.take(tensor_constants.constant(target.reshape(-1), "float32"), pairs),
         (count, width, width),
     )
-    upper = tensor_constants.constant(np.triu(np.ones((width, width)), 1), "float32")
-    mask = valid[:, :, None] * valid[:, None, :] * upper  # (K, M, M): pairs i < j within
+    off_diagonal = tensor_constants.constant(1.0 - np.eye(width), "float32")
+    mask = valid[:, :, None] * valid[:, None, :] * off_diagonal  # (K, M, M): pairs i != j within
     alignment = _masked_pearson(corr, inverse_distance, mask)  # (K,)
     return 1.0 - ops.mean(alignment)
 

@@ -23,7 +23,7 @@ def count_params(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def count_macs(model):
+def count_macs(model, input_shape=None):
     """Multiply-accumulates of one example's forward pass, counted from the layers' shapes.
 
     Counted: `Conv1D/2D/3D` (`H' W' C_out kh kw C_in / groups`), `DepthwiseConv1D/2D`
@@ -33,25 +33,72 @@ def count_macs(model):
     custom layers alike (the pruner's inlined graph, `keras_topo.pruning.graph.InlinedGraph`;
     a custom layer that cannot be traced counts 0, with a warning naming it). Other layers
     (batch norm, activations, pooling, additions) are not counted, as in the usual MAC tables.
-    Needs a model with a static input shape.
+
+    Args:
+        model: a functional or Sequential model.
+        input_shape: for a model built with unknown dimensions (a sequence length, an image
+            size), the shape of one example without the batch axis, e.g. `(128,)`: one tuple
+            for every input, or a list of them in `model.inputs` order. The layers' shapes are
+            then inferred for it (`compute_output_spec`; the model is not changed). None: the
+            model's own shapes; where a nested model was built for unknown dimensions, they
+            are inferred from the model's inputs, which must then be static.
     """
     with warnings.catch_warnings():  # InlinedGraph's warning speaks of pruning: ours follows
         warnings.simplefilter("ignore")
         graph = InlinedGraph(model)
     if graph.opaque:
         warnings.warn(opaque_warning(graph.opaque, "so their MACs are not counted"), stacklevel=2)
+    shapes = graph.shapes
+    if input_shape is None and not _static(shapes.values()):
+        # e.g. a keras-hub backbone built for any sequence length, in a model with a fixed one
+        input_shape = [shapes[key].shape[1:] for key in graph.inputs]
+        input_shape = input_shape if _static(shapes[key] for key in graph.inputs) else None
+    if input_shape is not None:
+        shapes = _shapes_for(graph, input_shape)
     total = 0
     for call in graph.calls:
         if isinstance(get_handler(call.op), AttentionHeads):
-            args, kwargs = keras.tree.map_structure(
-                lambda x: graph.shapes[x] if isinstance(x, TensorKey) else x,
-                (call.args, call.kwargs),
-            )
+            args, kwargs = _arguments(call, shapes)
             total += attention_macs(call.op, SimpleNamespace(args=args, kwargs=kwargs))
             continue
-        in_shape = graph.shapes[call.inputs[0]].shape if call.inputs else ()
-        total += _layer_macs(call.op, in_shape, graph.shapes[call.outputs[0]].shape)
+        in_shape = shapes[call.inputs[0]].shape if call.inputs else ()
+        total += _layer_macs(call.op, in_shape, shapes[call.outputs[0]].shape)
     return int(total)
+
+
+def _static(tensors):
+    return all(d is not None for tensor in tensors for d in tensor.shape[1:])
+
+
+def _arguments(call, shapes):
+    """`call`'s `(args, kwargs)` with each tensor key replaced by its KerasTensor in `shapes`."""
+    return keras.tree.map_structure(
+        lambda x: shapes[x] if isinstance(x, TensorKey) else x, (call.args, call.kwargs)
+    )
+
+
+def _shapes_for(graph, input_shape):
+    """`{key: KerasTensor}` of every tensor of `graph` for inputs of `input_shape` (batch 1)."""
+    per_input = input_shape if isinstance(input_shape, list) else [input_shape] * len(graph.inputs)
+    if len(per_input) != len(graph.inputs):
+        raise ValueError(
+            f"input_shape has {len(per_input)} shapes but the model has {len(graph.inputs)} "
+            "inputs: give one tuple for every input, or a list with one per model input."
+        )
+    shapes = {}
+    for key, shape in zip(graph.inputs, per_input, strict=True):
+        original = graph.shapes[key]
+        if len(shape) != len(original.shape) - 1:
+            raise ValueError(
+                f"input_shape {tuple(shape)} does not fit the model input of shape "
+                f"{original.shape}: give the shape of one example, without the batch axis."
+            )
+        shapes[key] = keras.KerasTensor((1, *shape), dtype=original.dtype)
+    for call in graph.calls:
+        args, kwargs = _arguments(call, shapes)
+        outputs = keras.tree.flatten(call.op.compute_output_spec(*args, **kwargs))
+        shapes.update(zip(call.outputs, outputs, strict=True))
+    return shapes
 
 
 def _layer_macs(layer, in_shape, out_shape):
@@ -80,12 +127,15 @@ def measure_latency(model, batch_size=32, repeats=20, warmup=3):
     return _latencies([model], batch_size, repeats, warmup)[0]
 
 
-def compare(model_a, model_b, batch_size=32, repeats=20, warmup=3, print_table=False):
+def compare(
+    model_a, model_b, batch_size=32, repeats=20, warmup=3, print_table=False, input_shape=None
+):
     """Parameters, MACs and latency of two models (e.g. unpruned and pruned), with ratios b / a.
 
     Latencies are medians over `repeats` interleaved timings (a, b, a, b, ...) of
     `predict_on_batch` on a random batch, so both models see the same machine load;
-    `repeats=0` skips the timing.
+    `repeats=0` skips the timing; `input_shape` as in `count_macs` (for models built with
+    unknown dimensions).
 
     Returns:
         dict with `params_a`, `params_b`, `params_ratio`, `macs_a`, `macs_b`, `macs_ratio`
@@ -93,7 +143,10 @@ def compare(model_a, model_b, batch_size=32, repeats=20, warmup=3, print_table=F
         `latency_ratio`.
     """
     result = {}
-    for key, count in (("params", count_params), ("macs", count_macs)):
+    for key, count in (
+        ("params", count_params),
+        ("macs", lambda model: count_macs(model, input_shape)),
+    ):
         a, b = count(model_a), count(model_b)
         result.update({f"{key}_a": a, f"{key}_b": b, f"{key}_ratio": b / a})
     if repeats:

@@ -33,10 +33,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_topo.layer_copy import UniqueNames, from_config_zero_init, restore_initializers
 from keras_topo.pruning.expand_channels import ExpandChannels
 from keras_topo.pruning.graph import TensorKey
 from keras_topo.pruning.handlers import Block, get_handler, layer_weights
-from keras_topo.pruning.layer_copy import UniqueNames, from_config_zero_init, restore_initializers
 
 PROBE_SIDE = 16  # spatial size of the constant probes where the model's is not static
 

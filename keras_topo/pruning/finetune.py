@@ -1,6 +1,6 @@
 """`finetune`: recover the accuracy a pruned model lost, with the training recipe at a lower rate.
 
-The recipe is the runner's (`keras_topo.experiments.recipe`): SGD with momentum, weight decay
+The recipe is the runner's (`keras_topo.training_recipe`): SGD with momentum, weight decay
 (coupled, as torch's SGD, by default) and a cosine decay of the learning rate, here from a tenth
 of the training rate and without warm-up (the weights are already trained).
 """
@@ -9,9 +9,10 @@ import math
 
 import keras
 
-from keras_topo.experiments import recipe
+from keras_topo import training_recipe
+from keras_topo.conversion import strip_topography
 
-LEARNING_RATE = recipe.LEARNING_RATE / 10
+LEARNING_RATE = training_recipe.LEARNING_RATE / 10
 
 
 def finetune(
@@ -22,10 +23,10 @@ def finetune(
     learning_rate=LEARNING_RATE,
     keep_topography=True,
     validation_data=None,
-    batch_size=recipe.BATCH_SIZE,
+    batch_size=training_recipe.BATCH_SIZE,
     steps_per_epoch=None,
-    momentum=recipe.MOMENTUM,
-    weight_decay=recipe.WEIGHT_DECAY,
+    momentum=training_recipe.MOMENTUM,
+    weight_decay=training_recipe.WEIGHT_DECAY,
     weight_decay_mode="coupled",
     warmup_fraction=0.0,
     loss=None,
@@ -47,10 +48,10 @@ def finetune(
             `keras_topo.strip_topography(model)` (a plain copy) instead.
         validation_data: passed to `fit`.
         steps_per_epoch: batches per epoch when `train_data` has no length.
-        momentum: as `keras_topo.experiments.recipe.make_optimizer`.
-        weight_decay: as `keras_topo.experiments.recipe.make_optimizer`.
-        weight_decay_mode: as `keras_topo.experiments.recipe.make_optimizer`.
-        warmup_fraction: as `keras_topo.experiments.recipe.make_optimizer`.
+        momentum: as `keras_topo.training_recipe.make_optimizer`.
+        weight_decay: as `keras_topo.training_recipe.make_optimizer`.
+        weight_decay_mode: as `keras_topo.training_recipe.make_optimizer`.
+        warmup_fraction: as `keras_topo.training_recipe.make_optimizer`.
         loss: default `SparseCategoricalCrossentropy(from_logits=True)`.
 
     Returns:
@@ -60,8 +61,6 @@ def finetune(
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     if not keep_topography:
-        from keras_topo.conversion import strip_topography
-
         model = strip_topography(model)
     if isinstance(train_data, (tuple, list)):
         x, y = train_data
@@ -70,7 +69,7 @@ def finetune(
     else:
         fit_kwargs = {"x": train_data}
         steps = steps_per_epoch or _length(train_data)
-    optimizer = recipe.make_optimizer(
+    optimizer = training_recipe.make_optimizer(
         steps,
         int(epochs),
         learning_rate=learning_rate,

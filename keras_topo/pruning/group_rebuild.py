@@ -12,14 +12,14 @@ Nested models are inlined: the result is one flat functional model.
 import keras
 import numpy as np
 
-from keras_topo.model_copy import carry_over
-from keras_topo.pruning.handlers import get_handler, layer_weights
-from keras_topo.pruning.layer_copy import (
+from keras_topo.layer_copy import (
     UniqueNames,
     from_config_zero_init,
     layer_config,
     restore_initializers,
 )
+from keras_topo.model_copy import carry_over
+from keras_topo.pruning.handlers import get_handler, layer_weights
 
 
 def rebuild_groups(graph, kept_by_space, mode):

@@ -41,9 +41,10 @@ from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 from keras.src.ops import nn as nn_ops
 from keras.src.ops import numpy as np_ops
 
+from keras_topo.layer_copy import layer_config
 from keras_topo.layer_selection import is_topographic
 from keras_topo.pruning.channel_fold import bias_fold_is_exact, fold_removed_inputs
-from keras_topo.pruning.layer_copy import layer_config
+from keras_topo.tracing import is_custom
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +176,6 @@ class ChannelVectorLayer(NormalizationFollower):
 
     @staticmethod
     def applies(op):
-        from keras_topo.tracing import is_custom
-
         weights = getattr(op, "weights", [])
         return (
             is_custom(op)

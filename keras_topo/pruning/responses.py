@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import threadpoolctl
 
+from keras_topo.model_copy import carry_over
 from keras_topo.pruning.handlers import Producer, get_handler
 
 CALIBRATION_BATCH = 256
@@ -183,8 +184,6 @@ def _uniquely_named_calls(graph):
     `model_copy.carry_over`) under its `graph.unique_names()` name where layers of different
     custom layers share a name (keras-hub's `dropout` in every block): a functional model
     needs unique names, and the model's own layers are not renamed."""
-    from keras_topo.model_copy import carry_over
-
     names, copies = graph.unique_names(), {}
 
     def call_fn(call, args, kwargs):

@@ -1,6 +1,7 @@
 """New layers from configs without running their random initialisers, under unique names.
 
-The pruner's copies get their weights assigned right after they are built, and random
+Shared by `keras_topo.model_copy` and the pruner (`keras_topo.pruning`). Their copies get their
+weights assigned right after they are built, and random
 initialisers are slow on JAX (one XLA compilation per kernel shape, up to seconds each), so
 copies are built with "zeros" and get their original initialisers back once built: their
 `get_config()` is the original's.
@@ -59,3 +60,17 @@ def layer_config(op):
             "trainable": op.trainable,
             "dtype": keras.dtype_policies.serialize(op.dtype_policy),
         }
+
+
+def rebuilt(layer, config, args, kwargs):
+    """`(layer's class from config, its outputs on args, kwargs)`, with `layer`'s weights.
+
+    Built on `args` (symbolic or values) by its first call, zero-initialised
+    (`from_config_zero_init`), then given `layer`'s weights: the outputs are those of that first
+    call (meant for symbolic `args`).
+    """
+    new = from_config_zero_init(layer.__class__, config)
+    outputs = new(*args, **kwargs)
+    restore_initializers(new, config)
+    new.set_weights(layer.get_weights())
+    return new, outputs
