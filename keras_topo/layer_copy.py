@@ -28,10 +28,20 @@ def restore_initializers(layer, config):
 
 
 class UniqueNames:
-    """Names unique within one rebuilt model: `name` itself, else `name_1`, `name_2`, ..."""
+    """Names unique within one rebuilt model: `name` itself, else `name_1`, `name_2`, ...
 
-    def __init__(self):
+    Args:
+        preferred: `{id(layer): name}` that `of(layer)` starts from instead of the layer's own
+            name (the pruner's `InlinedGraph.unique_names()`: paths where names collide).
+    """
+
+    def __init__(self, preferred=None):
         self.taken = set()
+        self.preferred = dict(preferred or {})
+
+    def of(self, layer):
+        """A unique name for the copy of `layer`."""
+        return self(self.preferred.get(id(layer), layer.name))
 
     def __call__(self, name):
         candidate, n = name, 1

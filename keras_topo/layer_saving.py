@@ -11,9 +11,10 @@ two kinds of library layers do not save faithfully:
   class names dropped; a Python-function activation replaced by the Keras activation of the
   same values), checked: the rebuilt layer takes the weights and gives the original's outputs
   on a random batch. The copy then answers `get_config()` with that config (a per-instance
-  override: Keras' `serialize_keras_object` calls `layer.get_config()`). Where no repair is
-  found, `refuse_saving` makes saving raise a ValueError naming the layer, instead of writing
-  a file that cannot load.
+  override: Keras' `serialize_keras_object` calls `layer.get_config()`). The pruner applies
+  the same checked repair (`config_repair`) to the narrowed config of a layer losing channels.
+  Where no repair is found, `refuse_saving` makes saving raise a ValueError naming the layer,
+  instead of writing a file that cannot load.
 - a class whose own `save_own_variables` / `load_own_variables` do not restore its state:
   keras-hub 0.32's `DINOV2Embedding` saves its trained (interpolated) position embeddings only
   when the *signed* sum of their change exceeds epsilon, and re-interpolates them on load, so a
@@ -36,38 +37,78 @@ TOLERANCE = 1e-5  # relative: outputs of a repaired layer, variables restored fr
 def repaired_copy(layer, name, args, kwargs):
     """`(copy of layer named name, its outputs on args)` from a repaired config, or None.
 
+    The repair is `config_repair`'s; the copy is the one it was checked with.
+    """
+    found = _checked_repair(layer, name, args, kwargs)
+    return None if found is None else (found[1], found[1](*args, **kwargs))
+
+
+def config_repair(layer, args, kwargs):
+    """The `ConfigRepair` that makes `layer`'s config build a layer computing the same on a
+    random batch shaped as `args`, `kwargs`, or None. Also applies to a config of `layer`
+    changed elsewhere (the pruner's narrowed configs): its class rejects the same keys."""
+    found = _checked_repair(layer, layer.name, args, kwargs)
+    return None if found is None else found[0]
+
+
+class ConfigRepair:
+    """Keys dropped from a config and `*activation` entries named by a Keras activation.
+
+    Args:
+        dropped: config keys no constructor of the class names.
+        activations: `{config key: Keras activation name}` replacing Python functions.
+    """
+
+    def __init__(self, dropped, activations):
+        self.dropped = tuple(dropped)
+        self.activations = dict(activations)
+
+    def apply(self, config):
+        """`config` repaired."""
+        kept = {key: value for key, value in config.items() if key not in self.dropped}
+        return {**kept, **self.activations}
+
+    def install(self, layer):
+        """Makes `layer` (built from an applied config) answer `get_config()` repaired."""
+        if self.dropped:
+            keep_config_without(layer, self.dropped)
+
+
+def _checked_repair(layer, name, args, kwargs):
+    """`(ConfigRepair, copy built from it)` for the first repair whose copy builds, takes the
+    weights, saves a config that loads and gives `layer`'s outputs on a random batch, or None.
+
     Candidates: `layer`'s config without the keys no constructor of its class names; with each
-    `*activation` that holds a Python function replaced by each named Keras activation. The first
-    that builds, takes the weights and gives `layer`'s outputs on a random batch is kept.
+    `*activation` that holds a Python function replaced by each named Keras activation.
     """
     try:
         config = dict(layer_config(layer), name=name)
     except Exception:  # noqa: BLE001 - no config at all: nothing to repair
         return None
     dropped = sorted(set(config) - _constructor_arguments(type(layer)))
-    base = {key: value for key, value in config.items() if key not in dropped}
     functions = [
         key
-        for key, value in base.items()
-        if key.endswith("activation") and not isinstance(value, (str, type(None)))
+        for key, value in config.items()
+        if key not in dropped
+        and key.endswith("activation")
+        and not isinstance(value, (str, type(None)))
     ]
-    candidates = [base] if dropped else []
-    candidates += [
-        {**base, **dict.fromkeys(functions, activation)}
+    repairs = [ConfigRepair(dropped, {})] if dropped else []
+    repairs += [
+        ConfigRepair(dropped, dict.fromkeys(functions, activation))
         for activation in (sorted(activations.ALL_OBJECTS_DICT) if functions else [])
     ]
     batch_args, batch_kwargs = _random_batch((args, kwargs))
-    for candidate in candidates:
+    for repair in repairs:
         try:  # built on the random batch first: no node left in the graph by a failed one
-            new, _ = rebuilt(layer, candidate, batch_args, batch_kwargs)
-            if dropped:
-                keep_config_without(new, dropped)
+            new, _ = rebuilt(layer, repair.apply(config), batch_args, batch_kwargs)
+            repair.install(new)
             type(new).from_config(new.get_config())  # what saving stores loads again
             same = _same_outputs(layer, new, batch_args, batch_kwargs)
         except Exception:  # noqa: BLE001, S112 - a candidate that does not build is no repair
             continue
         if same:
-            return new, new(*args, **kwargs)
+            return repair, new
     return None
 
 

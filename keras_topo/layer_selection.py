@@ -5,8 +5,13 @@ a layer name, a layer object, a list of names and/or layers, or a predicate
 `fn(layer) -> bool`. Layers are found through nested models at any depth.
 """
 
-import keras
+import collections
+import warnings
 
+import keras
+from keras.src.ops import nn as nn_ops
+
+from keras_topo.call_graph import CallGraph
 from keras_topo.token_topography import (
     PLAIN_TOKEN_CLASSES,
     TOKEN_TOPOGRAPHIC_CLASSES,
@@ -80,9 +85,10 @@ def plain_class(layer):
 def default_map_layers(model):
     """`make_topographic`'s default rule for `model`, a predicate `layer -> bool`.
 
-    A transformer (a model with a `MultiHeadAttention`, e.g. a ViT, whose patch embedding may
-    be a Conv2D) or a model without a convolution that can carry a map (an MLP): the MLP hidden
-    layers (`mlp_hidden`), where TopoNets and TopoLM put their maps. Any other model: its
+    A transformer (a model with an attention layer, or whose convolutions only cut the input
+    into patches: kernel size = strides, as the patch embeddings of ViT and Swin) or a model
+    without a convolution that can carry a map (an MLP): the MLP hidden layers
+    (`mlp_hidden_layers`), where TopoNets and TopoLM put their maps. Any other model: its
     convolutions that can carry a map (`carries_a_map`).
     """
 
@@ -90,46 +96,67 @@ def default_map_layers(model):
         return type(layer) in TOPOGRAPHIC_CLASSES and carries_a_map(layer)
 
     layers = list(walk_layers(model))
-    attention = any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in layers)
-    if not attention and any(conv(layer) for layer in layers):
+    attention = any(isinstance(layer, _ATTENTION) for layer in layers)
+    convs = [layer for layer in layers if conv(layer)]
+    if not attention and not all(_patchify(layer) for layer in convs):
         return conv
-    return mlp_hidden
+    hidden = mlp_hidden_layers(model)
+    return lambda layer: id(layer) in hidden
 
 
-# Layers an MLP block's hidden activations pass through unchanged in width.
+_ATTENTION = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
+# What an MLP block's hidden activations pass through unchanged in width: layers, raw ops.
 _PASS_THROUGH = (keras.layers.Activation, keras.layers.Dropout, keras.layers.ReLU)
+_RAW_ACTIVATIONS = (nn_ops.Relu, nn_ops.Relu6, nn_ops.Gelu, nn_ops.Silu, nn_ops.Sigmoid)
 
 
-def mlp_hidden(layer):
-    """Whether `layer` is the hidden layer of an MLP block, Dense -> activation -> Dense.
+def _patchify(conv):
+    """Whether `conv` cuts its input into non-overlapping patches (kernel size = strides > 1)."""
+    return tuple(conv.kernel_size) == tuple(conv.strides) and max(conv.strides) > 1
+
+
+def mlp_hidden_layers(model):
+    """`{id(layer)}` of the hidden layers of `model`'s MLP blocks, Dense -> activation -> Dense.
 
     A `Dense` / `EinsumDense` with at least `MIN_MAP_CHANNELS` outputs and a non-linear
-    activation, its own or an `Activation` / `ReLU` layer after it, whose every consumer
-    (through `Activation` / `Dropout` / `ReLU` layers) is a `Dense` / `EinsumDense`: in a
-    transformer block the first Dense of the feed-forward part (width `mlp_dim`). Left out: patch
-    embeddings, attention projections, classifier heads (no Dense reads them).
+    activation, its own or after it (an `Activation` / `ReLU` layer, a raw `keras.ops` ReLU,
+    GELU, SiLU or sigmoid), whose every consumer (through those and `Dropout`) is a `Dense` /
+    `EinsumDense`: in a transformer block the first Dense of the feed-forward part (width
+    `mlp_dim`). Left out: patch embeddings, attention projections, classifier heads (no Dense
+    reads them). Read on the model's call graph (`keras_topo.call_graph`), so that an MLP
+    split across custom layers (keras-hub DeiT's `mlp` and `output_layer`) is found.
     """
+    with warnings.catch_warnings():  # the copy that follows names the layers left opaque
+        warnings.simplefilter("ignore")
+        graph = CallGraph(model)
+    readers = collections.defaultdict(list)
+    for call in graph.calls:
+        for key in call.inputs:
+            readers[key].append(call)
     dense = (keras.layers.Dense, keras.layers.EinsumDense)
-    if not isinstance(layer, dense) or (map_channels(layer) or 0) < MIN_MAP_CHANNELS:
-        return False
-    activated = _non_linear(layer)
-    frontier, consumers = [layer], []
-    while frontier:
-        current = frontier.pop()
-        for node in current._outbound_nodes:
-            after = node.operation
-            if isinstance(after, _PASS_THROUGH):
-                activated = activated or _non_linear(after)
-                frontier.append(after)
-            else:
-                consumers.append(after)
-    return activated and bool(consumers) and all(isinstance(c, dense) for c in consumers)
+    hidden = set()
+    for call in graph.calls:
+        layer = call.op
+        if not isinstance(layer, dense) or (map_channels(layer) or 0) < MIN_MAP_CHANNELS:
+            continue
+        activated = _non_linear(layer)
+        frontier, consumers = list(call.outputs), []
+        while frontier:
+            for after in readers[frontier.pop()]:
+                if isinstance(after.op, (*_PASS_THROUGH, *_RAW_ACTIVATIONS)):
+                    activated = activated or _non_linear(after.op)
+                    frontier.extend(after.outputs)
+                else:
+                    consumers.append(after.op)
+        if activated and consumers and all(isinstance(c, dense) for c in consumers):
+            hidden.add(id(layer))
+    return hidden
 
 
-def _non_linear(layer):
-    if isinstance(layer, keras.layers.ReLU):
+def _non_linear(op):
+    if isinstance(op, (keras.layers.ReLU, *_RAW_ACTIVATIONS)):
         return True
-    return getattr(getattr(layer, "activation", None), "__name__", "linear") != "linear"
+    return getattr(getattr(op, "activation", None), "__name__", "linear") != "linear"
 
 
 def is_topographic(layer):

@@ -16,7 +16,13 @@ A layer is traced only if all of these hold (else it stays opaque, with the reas
   the traced graph would capture them as constants, untrained and unsaved), and no traced op
   reads a sublayer's variable directly;
 - its `call` runs on symbolic inputs (backend-specific code, Python control flow on tensor
-  values and a `call` that branches on `training` in Python do not);
+  values and a `call` that branches on `training` in Python do not). Three patterns of
+  keras-hub blocks are traced all the same: a sublayer whose symbolic call fails (keras-hub's
+  `DeiTEncoderBlock` returns `(y, None)`) is traced in place as a nested model of its call;
+  an output that does not depend on the inputs (`ops.empty` placeholders) becomes `value + 0`
+  in the graph; a call doing Python arithmetic on the unknown batch size (Swin's window
+  partition: `None // n`) is traced at two concrete batch sizes, which must record the same
+  operations except reshape targets scaling with the batch (made -1);
 - the traced model's output equals the layer's own on a random batch of 2 (`training=False`)
   within `RTOL` (relative to the output's largest magnitude). This check runs once per class
   and traced structure (the sequence of operation classes): further layers of that class
@@ -27,6 +33,7 @@ A layer is traced only if all of these hold (else it stays opaque, with the reas
 Views are cached per layer and input signature (`clear_caches` forgets them and the verdicts).
 """
 
+import contextlib
 import inspect
 import weakref
 
@@ -36,6 +43,7 @@ from keras.src.ops.numpy import Reshape as ReshapeOp
 
 RTOL = 1e-5  # check of a traced view against its layer, relative to the output's magnitude
 UNKNOWN_SIDE = 8  # size of an unknown (None) non-batch axis in the numerical check
+TRACE_BATCHES = (3, 5)  # batch sizes of a call traced at concrete batch sizes (checked at 2)
 
 _MARKS = {}  # class -> True (mark_traceable) or False (mark_opaque)
 _CACHE = weakref.WeakKeyDictionary()  # layer -> {input signature: TracedView}
@@ -194,22 +202,181 @@ def _accepts_training(layer):
 
 
 def _symbolic_model(layer, call_arguments, training):
-    """`layer.call` on new `keras.Input`s shaped like the call's tensors, as a `keras.Model`."""
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in call_arguments.keras_tensors]
+    """`layer.call` on new `keras.Input`s shaped like the call's tensors, as a `keras.Model`.
+    A call that fails on the unknown batch size (Python arithmetic on `ops.shape(x)[0]`) is
+    traced at two concrete batch sizes instead (`_batch_free_model`)."""
+    try:
+        model = _traced_model(layer, call_arguments, training, batch=None)
+    except Exception as error:  # any failure of user code on symbolic inputs
+        if all(t.shape[:1] != (None,) for t in call_arguments.keras_tensors):
+            raise
+        try:
+            return _batch_free_model(layer, call_arguments, training)
+        except Exception:  # the concrete-batch traces fail or differ beyond reshapes
+            raise error from None
+    if any(_batch_reshape(op) for op in model.operations):
+        model = _replayed(model, _batch_free_reshape)
+    return model
+
+
+def _traced_model(layer, call_arguments, training, batch):
+    """`layer.call` on new `keras.Input`s shaped like the call's tensors, an unknown batch
+    size set to `batch` (None: kept unknown), as a `keras.Model`."""
+    inputs = [
+        keras.Input(batch_shape=(t.shape[0] or batch, *t.shape[1:]), dtype=t.dtype)
+        for t in call_arguments.keras_tensors
+    ]
     fresh = iter(inputs)
     args, kwargs = call_arguments.convert(
         lambda x: next(fresh) if isinstance(x, keras.KerasTensor) else x
     )
     if training is not None:
         kwargs = dict(kwargs, training=training)
-    outputs = layer.call(*args, **kwargs)
+    with _tracing_failing_sublayers_in_place():
+        outputs = layer.call(*args, **kwargs)
+    outputs = keras.tree.map_structure(lambda t: _symbolic_constant(t, inputs[0]), outputs)
     flat = keras.tree.flatten(outputs)
     if not flat or not all(isinstance(t, keras.KerasTensor) for t in flat):
         raise ValueError("its outputs are not all symbolic tensors")
-    model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
-    if any(_batch_reshape(op) for op in model.operations):
-        model = _with_batch_free_reshapes(model)
-    return model
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
+
+
+def _symbolic_constant(value, reference):
+    """`value` as a graph tensor where it is a constant (an output that does not depend on the
+    call's inputs, e.g. keras-hub `DeiTEncoder`'s `ops.empty((0, L, D))` placeholders):
+    `value + 0`, the exact zero being the sum of `zeros_like(reference)` (a symbolic input;
+    NaN-free whatever it holds; dead code where the caller leaves the output unused), shaped
+    `(1,) * value.ndim`. Other values as they are."""
+    if isinstance(value, keras.KerasTensor) or not keras.ops.is_tensor(value):
+        return value
+    zero = keras.ops.sum(keras.ops.zeros_like(reference), keepdims=True)
+    zero = keras.ops.reshape(zero, (1,) * len(value.shape))  # no scalar where value is not
+    return keras.ops.add(value, keras.ops.cast(zero, value.dtype))
+
+
+def _batch_free_model(layer, call_arguments, training):
+    """The call traced at the batch sizes in `TRACE_BATCHES`, as one model for any batch.
+
+    The two traces must record the same operations with the same arguments, except
+    `keras.ops.reshape` targets with one entry proportional to the batch (Swin's window
+    partition reshapes to `(B * windows, ...)`): that entry becomes -1 (a -1 already there
+    is resolved from the first trace's output shape). The first trace is then replayed on
+    inputs with an unknown batch size; the numerical check (at another batch size) decides.
+    """
+    first, second = (_traced_model(layer, call_arguments, training, b) for b in TRACE_BATCHES)
+    newshapes = {}
+    for a, b in zip(_op_nodes(first), _op_nodes(second), strict=True):
+        if type(a.operation) is not type(b.operation) or not _same_values(
+            _constants(a), _constants(b)
+        ):
+            raise ValueError(f"its {type(a.operation).__name__} depends on the batch size")
+        if isinstance(a.operation, ReshapeOp):
+            newshapes[id(a.operation)] = _batch_free_target(a, b)
+    free = [t.shape[0] is None for t in call_arguments.keras_tensors]
+    return _replayed(first, lambda node, _: newshapes.get(id(node.operation)), batch_free=free)
+
+
+def _constants(node):
+    """The non-tensor arguments of `node` and, for a raw op, its public attributes (a
+    reshape's target excepted: `_batch_free_target` compares those)."""
+    op = node.operation
+    attributes = {}
+    if not isinstance(op, keras.layers.Layer):
+        attributes = {
+            k: v for k, v in vars(op).items() if not k.startswith("_") and k not in {"name"}
+        }
+        attributes.pop("newshape", None)
+    arguments = [v for v in node.arguments._flat_arguments if not isinstance(v, keras.KerasTensor)]
+    return (op if isinstance(op, keras.layers.Layer) else None, attributes, arguments)
+
+
+def _same_values(a, b):
+    a, b = keras.tree.flatten(a), keras.tree.flatten(b)
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, keras.layers.Layer) or isinstance(y, keras.layers.Layer):
+            if x is not y:
+                return False
+        elif not np.array_equal(_array(x), _array(y)):
+            return False
+    return True
+
+
+def _array(value):
+    if keras.ops.is_tensor(value):
+        return keras.ops.convert_to_numpy(value)
+    return np.asarray(value, dtype=object)
+
+
+def _batch_free_target(first, second):
+    """The target of reshape node `first` with the entry that scales with the batch (from
+    `TRACE_BATCHES[0]` to `[1]`, as in node `second`) made -1; raises where none or more
+    than one entry differs, or it does not scale with the batch."""
+    a, b = list(first.operation.newshape), list(second.operation.newshape)
+    differing = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    if not differing:
+        return tuple(a)
+    (i,) = differing  # more than one: ValueError, the layer stays opaque
+    if a[i] * TRACE_BATCHES[1] != b[i] * TRACE_BATCHES[0]:
+        raise ValueError("a reshape target does not scale with the batch size")
+    out = first.outputs[0].shape
+    target = [-1 if j == i else (out[j] if x == -1 else x) for j, x in enumerate(a)]
+    if None in target:
+        raise ValueError("a reshape target is unknown")
+    return tuple(target)
+
+
+_LAYER_CALL = keras.layers.Layer.__call__
+
+
+@contextlib.contextmanager
+def _tracing_failing_sublayers_in_place():
+    """While tracing, a custom sublayer whose symbolic call fails, e.g. one returning a
+    non-tensor (keras-hub's `DeiTEncoderBlock` returns `(y, None)`), which Keras refuses as a
+    graph node, is traced in place (`_nested_trace`): the trace holds a nested model of its
+    call instead, and the variable rule and the numerical check cover it as part of the traced
+    layer. Where that fails too, the sublayer's own error stands."""
+
+    def call_or_trace(self, *args, **kwargs):
+        try:
+            return _LAYER_CALL(self, *args, **kwargs)
+        except Exception as error:  # Keras' refusal; on torch, its output-spec inference fails
+            if not is_custom(self) or marked_opaque(self):
+                raise
+            try:
+                return _nested_trace(self, args, kwargs)
+            except Exception:  # its call fails on symbolic inputs as well: the original reason
+                raise error from None
+
+    keras.layers.Layer.__call__ = call_or_trace
+    try:
+        yield
+    finally:
+        keras.layers.Layer.__call__ = _LAYER_CALL
+
+
+def _nested_trace(layer, args, kwargs):
+    """`layer.call(*args, **kwargs)` on symbolic arguments as one node: a `keras.Model` (named
+    as the layer, so that blocks sharing sublayer names stay apart) of its call on new inputs
+    returning its tensor outputs; the `None`s of its output structure are returned as such."""
+    tensors = [x for x in keras.tree.flatten((args, kwargs)) if isinstance(x, keras.KerasTensor)]
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in tensors]
+    fresh = iter(inputs)
+    args, kwargs = keras.tree.map_structure(
+        lambda x: next(fresh) if isinstance(x, keras.KerasTensor) else x, (args, kwargs)
+    )
+    outputs = layer.call(*args, **kwargs)
+    leaves = keras.tree.flatten(outputs)
+    if not all(x is None or isinstance(x, keras.KerasTensor) for x in leaves):
+        raise ValueError(f"{layer.name!r} returns a value that is neither a tensor nor None")
+    kept = [x for x in leaves if x is not None]
+    single = lambda values: values[0] if len(values) == 1 else values  # noqa: E731
+    model = keras.Model(single(inputs), single(kept), name=layer.name)
+    results = iter(keras.tree.flatten(model(single(tensors))))
+    return keras.tree.pack_sequence_as(
+        outputs, [None if x is None else next(results) for x in leaves]
+    )
 
 
 def _batch_reshape(op):
@@ -218,13 +385,26 @@ def _batch_reshape(op):
     return isinstance(op, ReshapeOp) and op.newshape[0] is None
 
 
-def _with_batch_free_reshapes(model):
-    """`model` re-run on new inputs, its batch reshapes made batch-free in order: target
-    `(None, *rest)` becomes `(-1, *rest)` with a `-1` in `rest` resolved from the input's
-    static size (later shapes become static too). Needs the input's non-batch axes known and
-    `rest` to hold as many elements as they do (the batch is then kept); else unchanged."""
+def _batch_free_reshape(node, args):
+    """The batch-free target of `node` if it is a batch reshape, else None: target
+    `(None, *rest)` becomes `(-1, *rest)` with a `-1` in `rest` resolved from the replayed
+    input's static size (later shapes become static too). Needs the input's non-batch axes
+    known and `rest` to hold as many elements as they do (the batch is then kept)."""
+    if _batch_reshape(node.operation):
+        return _make_batch_free(node.operation.newshape, args[0].shape)
+    return None
+
+
+def _replayed(model, retarget, batch_free=()):
+    """`model`'s operations re-run in order on new inputs (input `i` with an unknown batch
+    size where `batch_free[i]`), each reshape given the target `retarget(node, new args)`
+    where not None."""
     old_inputs = keras.tree.flatten(model.inputs)
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in old_inputs]
+    free = list(batch_free) or [False] * len(old_inputs)
+    inputs = [
+        keras.Input(batch_shape=(None if f else t.shape[0], *t.shape[1:]), dtype=t.dtype)
+        for t, f in zip(old_inputs, free, strict=True)
+    ]
     tensors = {id(old): new for old, new in zip(old_inputs, inputs, strict=True)}
     for depth in sorted(model._nodes_by_depth, reverse=True):
         for node in model._nodes_by_depth[depth]:
@@ -233,8 +413,9 @@ def _with_batch_free_reshapes(model):
             args, kwargs = node.arguments.convert(
                 lambda x: tensors[id(x)] if isinstance(x, keras.KerasTensor) else x
             )
-            if _batch_reshape(node.operation):
-                _make_batch_free(node.operation, args[0].shape)
+            target = retarget(node, args)
+            if target is not None:
+                node.operation.newshape = target
             outputs = keras.tree.flatten(node.operation(*args, **kwargs))
             for old, new in zip(node.outputs, outputs, strict=True):
                 tensors[id(old)] = new
@@ -244,19 +425,22 @@ def _with_batch_free_reshapes(model):
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
 
 
-def _make_batch_free(op, in_shape):
-    rest = list(op.newshape[1:])
+def _make_batch_free(newshape, in_shape):
+    rest = list(newshape[1:])
     if any(d is None for d in (*in_shape[1:], *rest)) or rest.count(-1) > 1:
-        return
+        return None
     size, known = int(np.prod(in_shape[1:])), int(np.prod([d for d in rest if d != -1]))
     if -1 in rest and known and size % known == 0:
         rest[rest.index(-1)] = size // known
-    if int(np.prod(rest)) == size:
-        op.newshape = (-1, *rest)
+    return (-1, *rest) if int(np.prod(rest)) == size else None
 
 
 def _nodes(model):
     return [node for nodes in model._nodes_by_depth.values() for node in nodes]
+
+
+def _op_nodes(model):
+    return [node for node in _nodes(model) if not node.is_input]
 
 
 def _op_types(model):
@@ -326,7 +510,11 @@ def _inference(layer, args, kwargs):
 
 
 def _random(tensor, rng):
-    shape = [2] + [UNKNOWN_SIDE if d is None else d for d in tensor.shape[1:]]
+    """Random values shaped as `tensor`: an unknown batch axis 2, other unknown axes
+    `UNKNOWN_SIDE`, known axes as they are (a first axis that is not a batch, e.g.
+    DINOv3's rotary position embeddings `(tokens, dim)`, included)."""
+    shape = [2 if tensor.shape[0] is None else tensor.shape[0]]
+    shape += [UNKNOWN_SIDE if d is None else d for d in tensor.shape[1:]]
     dtype = keras.backend.standardize_dtype(tensor.dtype)
     if "int" in dtype:
         return rng.integers(0, 2, shape).astype(dtype)

@@ -164,6 +164,84 @@ def test_keras_hub_mit_blocks_are_traced_and_every_conv_made_topographic():
     )
 
 
+def _traced_transformer(name, opaque):
+    """keras-hub backbone `name` of `tests/hub_models.py` as a classifier, its inlined graph
+    (only the custom layer class `opaque` left opaque, which warns), `make_topographic`'s
+    default copy, and a batch of 2 inputs."""
+    pytest.importorskip("keras_hub")
+    import hub_models
+
+    from keras_topo import make_topographic
+    from keras_topo.pruning.graph import InlinedGraph
+
+    model = getattr(hub_models, name)()
+    with pytest.warns(UserWarning, match=opaque):
+        graph = InlinedGraph(model)
+    assert {cls for cls, _ in graph.opaque.values()} == {opaque}
+    return model, graph, make_topographic(model), hub_models.sample_data(model, 2)[0]
+
+
+def _topographic_names(model):
+    from keras_topo.layer_selection import is_topographic
+
+    return [layer.name for layer in _every_layer(model) if is_topographic(layer)]
+
+
+def _assert_same_outputs(a, b, x):
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(a(x)), keras.ops.convert_to_numpy(b(x)), rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.slow
+def test_keras_hub_swin_blocks_are_traced_through_their_batch_arithmetic():
+    """SwinTransformerBlock's window partition does Python arithmetic on the batch size:
+    traced at two batch sizes, its MLP's Dense layers are reached (WindowAttention, owning its
+    relative position bias table, stays opaque); `make_topographic`'s default converts the MLP
+    hidden layers (its one conv only cuts patches) and keeps the function."""
+    model, graph, topographic, x = _traced_transformer("swin", "WindowAttention")
+    layers = _every_layer(model)
+    hidden = [layer for layer in layers if layer.name == "fc1"]
+    assert len(hidden) == sum(type(layer).__name__ == "WindowAttention" for layer in layers) == 2
+    assert {id(layer) for layer in hidden} <= {id(call.op) for call in graph.calls}
+    assert _topographic_names(topographic) == ["fc1"] * len(hidden)
+    _assert_same_outputs(topographic, model, x)
+
+
+@pytest.mark.slow
+def test_keras_hub_deit_encoder_is_traced_through_blocks_returning_none():
+    """DeiTEncoderBlock returns `(y, None)` and DeiTEncoder `ops.empty` placeholders: the
+    encoder is traced, its attention and MLP layers reached (DeiTEmbeddings, owning its
+    tokens, stays opaque); `make_topographic`'s default finds the MLP hidden layers although
+    each block splits its MLP across two custom layers, and converting them keeps the
+    function."""
+    model, graph, topographic, x = _traced_transformer("deit", "DeiTEmbeddings")
+    dense = [layer for layer in _every_layer(model) if type(layer) is keras.layers.Dense]
+    hidden = [layer for layer in dense if layer.path.endswith("mlp/dense")]
+    assert len(hidden) == 2
+    assert {id(layer) for layer in dense} <= {id(call.op) for call in graph.calls}
+    assert _topographic_names(topographic) == ["dense"] * len(hidden)
+    _assert_same_outputs(topographic, model, x)
+
+
+@pytest.mark.slow
+def test_keras_hub_dinov3_encoder_is_traced_with_its_unbatched_rotary_embeddings():
+    """DINOv3's encoder takes rotary position embeddings `(tokens, dim)` with no batch axis:
+    checked at their own size, the encoder is traced (DINOV3Embedding, owning its tokens, stays
+    opaque); the default makes the MLP `up_proj` layers topographic; pruning them removes
+    what masking zeroes."""
+    from keras_topo.pruning import prune_channels
+
+    model, _, topographic, x = _traced_transformer("dinov3", "DINOV3Embedding")
+    assert _topographic_names(topographic) == ["up_proj", "up_proj"]
+    _assert_same_outputs(topographic, model, x)
+    with pytest.warns(UserWarning):  # the embedding layer stays opaque
+        removed = prune_channels(topographic, 0.5)
+        masked = prune_channels(topographic, 0.5, mode="mask")
+    assert removed.count_params() < topographic.count_params()
+    _assert_same_outputs(removed, masked, x)
+
+
 @pytest.mark.slow
 def test_keras_hub_vit_mlp_layers_are_measured_each_under_its_path():
     """keras-hub's ViT names every block's MLP layer `dense_1` and dropout `dropout`."""

@@ -45,6 +45,7 @@ LAYERS = (
     (
         "model tools",
         (
+            "keras_topo.call_graph",
             "keras_topo.conversion",
             "keras_topo.distribute",
             "keras_topo.export",

@@ -119,6 +119,79 @@ class RejectsItsConfig(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "num_patches": 4}
 
 
+class WithNone(keras.layers.Layer):
+    """Returns `(y, None)`, as keras-hub's `DeiTEncoderBlock`: Keras refuses it as a node."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same")
+
+    def call(self, x):
+        return ops.relu(self.conv(x)) + x, None
+
+
+class CallsWithNone(keras.layers.Layer):
+    """Two `WithNone` blocks, their `None` outputs dropped; returns a constant too, as
+    keras-hub's `DeiTEncoder` (`ops.empty` placeholders): traced."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [WithNone(filters) for _ in range(2)]
+
+    def call(self, x):
+        for block in self.blocks:
+            x, _ = block(x)
+        return x, ops.ones((2,))
+
+
+class Windowed(keras.layers.Layer):
+    """A conv on windows of 4 rows, partitioned with Python arithmetic on the batch size as
+    Swin's window partition (`None * 2` on symbolic inputs): traced at two batch sizes."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same")
+
+    def call(self, x):
+        batch, height, width, channels = ops.shape(x)
+        windows = ops.reshape(x, (batch * (height // 4), 4, width, channels))
+        y = self.conv(windows)
+        return ops.reshape(y, (ops.shape(y)[0] // (height // 4), height, width, self.filters))
+
+
+class BatchIndexed(keras.layers.Layer):
+    """Adds each sample's index in the batch: depends on the batch size beyond reshapes."""
+
+    def call(self, x):
+        index = ops.cast(ops.arange(ops.shape(x)[0]), x.dtype)
+        return x + ops.reshape(index, (-1, 1, 1, 1))
+
+
+class Table(keras.layers.Layer):
+    """Returns a `(8, 8)` table of its own, no batch axis (as DINOv3's rotary embeddings)."""
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(8, 8), initializer="random_normal")
+
+    def call(self, x):
+        return ops.convert_to_tensor(self.table)
+
+    def compute_output_shape(self, input_shape):
+        return (8, 8)
+
+
+class ScaledByTable(keras.layers.Layer):
+    """A conv scaled by a `(width, channels)` table: an input whose first axis is no batch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(8, 3, padding="same")
+
+    def call(self, x, table):
+        return self.conv(x) * table
+
+
 def _model(middle=None):
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
@@ -177,6 +250,7 @@ def test_traced_view_equals_the_layer_and_reuses_its_sublayers():
         (Branchy(8), "fails on symbolic inputs"),
         (TrainingBranch(8), "branches on `training`"),
         (SymbolicDiffers(), "computes another function"),
+        (BatchIndexed(), "fails on symbolic inputs"),
     ],
 )
 def test_opaque_layers_say_why(layer, reason):
@@ -185,6 +259,68 @@ def test_opaque_layers_say_why(layer, reason):
     view = tracing.layer_view(layer)
     assert view.model is None
     assert reason in view.reason
+
+
+def test_sublayers_returning_none_are_inlined_into_the_trace():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x, _ = CallsWithNone(8, name="encoder")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    encoder = model.get_layer("encoder")
+    view = tracing.layer_view(encoder)
+    assert view, view.reason
+    inner = {id(layer) for layer in view.model._flatten_layers(include_self=False)}
+    assert {id(block.conv) for block in encoder.blocks} <= inner
+    assert not inner & {id(block) for block in encoder.blocks}  # each a nested model of its call
+    x = np.random.default_rng(0).standard_normal((3, 8, 8, 8)).astype("float32")
+    want = x
+    for block in encoder.blocks:  # numpy oracle: relu(conv(x)) + x, conv through its own call
+        want = np.maximum(_numpy(block.conv(want)), 0) + want
+    got, constant = view.model(x)
+    np.testing.assert_allclose(_numpy(got), want, atol=1e-5)
+    np.testing.assert_array_equal(_numpy(constant), np.ones(2))
+    topographic = keras_topo.make_topographic(model)
+    names = {layer.name for layer in walk_layers(topographic) if is_topographic(layer)}
+    assert {block.conv.name for block in encoder.blocks} <= names
+    np.testing.assert_allclose(
+        _numpy(topographic(_x(), training=False)), _numpy(model(_x(), training=False)), atol=1e-5
+    )
+
+
+def test_python_arithmetic_on_the_batch_size_is_traced_for_any_batch():
+    model = _model(Windowed(8, name="windowed"))
+    windowed = model.get_layer("windowed")
+    view = tracing.layer_view(windowed)
+    assert view, view.reason
+    assert view.model.inputs[0].shape == (None, 8, 8, 8)
+    targets = [op.newshape for op in view.model.operations if hasattr(op, "newshape")]
+    assert targets == [(-1, 4, 8, 8), (-1, 8, 8, 8)]
+    for batch in (1, 7):  # neither a traced (3, 5) nor the checked (2) batch size
+        x = np.random.default_rng(batch).standard_normal((batch, 8, 8, 8)).astype("float32")
+        np.testing.assert_allclose(_numpy(view.model(x)), _numpy(windowed(x)), atol=1e-5)
+    names = {layer.name for layer in walk_layers(keras_topo.make_topographic(model))}
+    assert windowed.conv.name in names
+    convs = lambda layer: isinstance(layer, keras.layers.Conv2D)  # noqa: E731
+    removed = prune_channels(model, 0.5, layers=convs)
+    masked = prune_channels(model, 0.5, layers=convs, mode="mask")
+    np.testing.assert_allclose(
+        _numpy(removed(_x(), training=False)), _numpy(masked(_x(), training=False)), atol=1e-4
+    )
+
+
+def test_an_input_without_a_batch_axis_is_checked_at_its_own_size():
+    inputs = keras.Input((8, 8, 3))
+    scaled = ScaledByTable(name="scaled")
+    x = scaled(inputs, Table()(inputs))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    view = tracing.layer_view(scaled)
+    assert view, view.reason
+    assert [t.shape for t in view.model.inputs] == [(None, 8, 8, 3), (8, 8)]
+    names = {layer.name for layer in walk_layers(keras_topo.make_topographic(model))}
+    assert scaled.conv.name in names
+    table = _numpy(model.layers[1].table)
+    want = np.stack([_numpy(scaled.conv(x[None]))[0] * table for x in _x(3)])
+    np.testing.assert_allclose(_numpy(view.model([_x(3), table])), want, atol=1e-5)
 
 
 def test_training_passed_to_sublayers_is_traced():

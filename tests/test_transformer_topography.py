@@ -3,11 +3,13 @@
 import keras
 import numpy as np
 import pytest
+from keras import ops
 from reference_loss import reference_loss
 from scipy import stats
 
 import keras_topo
 from keras_topo import Topography, layer_selection, objectives
+from keras_topo.layer_selection import is_topographic
 from keras_topo.metrics import map_scores
 from keras_topo.token_topography import (
     TopographicDense,
@@ -199,18 +201,47 @@ def test_make_topographic_on_a_vit_defaults_to_the_mlp_hidden_layers(tmp_path):
     np.testing.assert_allclose(to_numpy(plain(x)), to_numpy(model(x)), atol=1e-5)
 
 
+class _MlpIn(keras.layers.Layer):
+    """The first half of an MLP in a custom layer of its own (as keras-hub DeiT's `mlp`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(8, activation="gelu", name="split_hidden")
+
+    def call(self, x):
+        return self.dense(x)
+
+
+class _MlpOut(keras.layers.Layer):
+    """The second half, with the residual (as keras-hub DeiT's `output_layer`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(6, name="split_out")
+
+    def call(self, x, residual):
+        return self.dense(x) + residual
+
+
 def test_mlp_hidden_rule():
     inputs = keras.Input((4, 6))
     hidden = keras.layers.Dense(8, name="hidden")(inputs)
     x = keras.layers.Activation("relu")(hidden)
     x = keras.layers.Dropout(0.1)(x)
     x = keras.layers.Dense(6, name="out")(x)
+    x = keras.layers.Dense(6, name="raw_out")(ops.gelu(keras.layers.Dense(8, name="raw_hidden")(x)))
+    x = _MlpOut()(_MlpIn()(x), x)  # an MLP split across two custom layers: seen through
     linear = keras.layers.Dense(5, name="linear")(x)  # no activation before the next Dense
     x = keras.layers.Dense(5, activation="relu", name="last")(keras.layers.Dense(4)(linear))
     model = keras.Model(inputs, x)
-    chosen = [layer.name for layer in keras_topo.layer_selection.walk_layers(model)]
-    chosen = [name for name in chosen if layer_selection.mlp_hidden(model.get_layer(name))]
-    assert chosen == ["hidden"]
+    hidden = layer_selection.mlp_hidden_layers(model)
+    chosen = [layer.name for layer in layer_selection.walk_layers(model) if id(layer) in hidden]
+    assert chosen == ["hidden", "raw_hidden", "split_hidden"]
+    topographic = keras_topo.make_topographic(model)  # no attention, no conv: the MLP rule
+    made = [
+        layer.name for layer in layer_selection.walk_layers(topographic) if is_topographic(layer)
+    ]
+    assert sorted(made) == ["hidden", "raw_hidden", "split_hidden"]
     einsum = keras.layers.EinsumDense("btd,d->bt", output_shape=(4,))  # no channel axis
     einsum(np.zeros((1, 4, 6), "float32"))
     assert layer_selection.topographic_class(einsum) is None

@@ -25,7 +25,7 @@ import weakref
 import keras
 import numpy as np
 
-from keras_topo.pruning.graph import TensorKey
+from keras_topo.call_graph import TensorKey
 from keras_topo.pruning.handlers import (
     Block,
     Producer,

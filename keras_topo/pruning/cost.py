@@ -12,8 +12,9 @@ from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 
+from keras_topo.call_graph import TensorKey
 from keras_topo.pruning.attention import AttentionHeads, attention_macs
-from keras_topo.pruning.graph import InlinedGraph, TensorKey
+from keras_topo.pruning.graph import InlinedGraph
 from keras_topo.pruning.handlers import get_handler
 from keras_topo.tracing import opaque_warning
 

@@ -27,15 +27,16 @@ So `mode="remove"` computes what `mode="mask"` does (the same graph replayed, ev
 copied, the selected producers' pruned output entries set to zero, as `torch.nn.utils.prune`
 in the paper's code). A selected producer that cannot be narrowed (a channel-mixing
 activation, an untraced call) is masked in both modes.
+Copies keep their layers' names, or their paths where names collide (as coupling="group").
 """
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_topo.call_graph import TensorKey
 from keras_topo.layer_copy import UniqueNames, from_config_zero_init, restore_initializers
 from keras_topo.pruning.expand_channels import ExpandChannels
-from keras_topo.pruning.graph import TensorKey
 from keras_topo.pruning.handlers import Block, get_handler, layer_weights
 
 PROBE_SIDE = 16  # spatial size of the constant probes where the model's is not static
@@ -103,7 +104,7 @@ class _ExpandRebuilder:
         self.pending = {}  # id(rebuilt tensor) -> Pending
         self.copies = {}  # id(original layer) -> (copy, config, weights), shared by its calls
         self.expanded = {}  # cache of ExpandChannels outputs and materialised pending chains
-        self.unique = UniqueNames()
+        self.unique = UniqueNames(graph.unique_names())
 
     def run(self):
         model, _ = self.graph.replay(self.call, self.unique)
@@ -383,7 +384,7 @@ class _ExpandRebuilder:
                     'coupling="group" (all its calls are pruned alike).'
                 )
             return new(*args, **kwargs)
-        new = from_config_zero_init(layer.__class__, dict(config, name=self.unique(layer.name)))
+        new = from_config_zero_init(layer.__class__, dict(config, name=self.unique.of(layer)))
         outputs = new(*args, **kwargs)
         restore_initializers(new, config)
         for name, variable in layer_weights(new).items():

@@ -6,12 +6,16 @@ trainable weight entries that "remove" would delete to zero (producers' filters 
 norm gamma and beta, depthwise kernels, consumers' input rows), so both compute the same
 function wherever no operation normalises across the channel axis. Every layer is copied with
 its weights (the input model is never modified); one copy serves all calls of a shared layer.
-Nested models are inlined: the result is one flat functional model.
+Nested models are inlined: the result is one flat functional model. Each copy keeps its
+layer's name where no other layer of the inlined graph has it, else gets its path
+(`InlinedGraph.unique_names`: "vit_encoder_transformer_block_1_mlp_dense_1").
 """
 
 import keras
 import numpy as np
 
+from keras_topo import layer_saving
+from keras_topo.call_graph import TensorKey
 from keras_topo.layer_copy import (
     UniqueNames,
     from_config_zero_init,
@@ -39,7 +43,7 @@ class _GroupRebuilder:
         self.kept_by_space = {k: np.asarray(v, dtype="int64") for k, v in kept_by_space.items()}
         self.narrow = mode == "remove"
         self.copies = {}  # id(original layer) -> (copy, kept indices of its weights)
-        self.unique = UniqueNames()
+        self.unique = UniqueNames(graph.unique_names())
 
     def run(self):
         return self.graph.replay(self.call, self.unique)[0]
@@ -68,7 +72,7 @@ class _GroupRebuilder:
             in_kept = [self.graph.kept(lay, self.kept_by_space) for lay in in_layouts]
             out_kept = [self.graph.kept(lay, self.kept_by_space) for lay in out_layouts]
             config = handler.config(op, in_kept, out_kept) if self.narrow else layer_config(op)
-            layer, outputs = self.copy(op, config, slices, args, kwargs)
+            layer, outputs = self.copy(call, config, slices, args, kwargs)
             self.copies[id(op)] = (layer, slices)
             return outputs
         layer, first = self.copies[id(op)]
@@ -80,22 +84,55 @@ class _GroupRebuilder:
             )
         return layer(*args, **kwargs)
 
-    def copy(self, op, config, slices, args, kwargs):
-        """`(copy of op from config, its outputs on args)`, weights sliced or masked; a layer
-        no pruned channel touches is carried over (`keras_topo.model_copy.carry_over`: no
-        config round trip needed)."""
-        if not any(slices.values()) and _same_config(config, layer_config(op)):
-            return carry_over(op, args, kwargs, name=self.unique(op.name))
-        config = dict(config, name=self.unique(op.name))
-        layer = from_config_zero_init(op.__class__, config)
-        outputs = layer(*args, **kwargs)
-        restore_initializers(layer, config)
-        for (name, old), new in zip(layer_weights(op).items(), layer.weights, strict=True):
+    def copy(self, call, config, slices, args, kwargs):
+        """`(copy of call.op, its outputs on args)`. A layer whose weights no pruned channel
+        touches is carried over (`keras_topo.model_copy.carry_over`: no config round trip
+        needed); any other is built from `config`, repaired as `carry_over` repairs where its
+        class rejects it (`keras_topo.layer_saving.config_repair`), weights sliced or masked."""
+        op = call.op
+        weights = layer_weights(op)
+        untouched = all(
+            len(kept) == weights[name].shape[axis]
+            for name, entries in slices.items()
+            for axis, kept in entries
+        )
+        if untouched and _same_config(config, layer_config(op)):
+            return carry_over(op, args, kwargs, name=self.unique.of(op))
+        config = dict(config, name=self.unique.of(op))
+        repair = layer_saving.ConfigRepair(layer_saving.dropped_keys(op), {})  # a repaired copy
+        try:
+            layer, outputs = _built(op, config, args, kwargs)
+        except Exception as error:  # any config that does not round-trip: user and library code
+            original = keras.tree.map_structure(  # the layer's own inputs (before narrowing)
+                lambda x: self.graph.shapes[x] if isinstance(x, TensorKey) else x,
+                (call.args, call.kwargs),
+            )
+            repair = layer_saving.config_repair(op, *original)
+            if repair is None:
+                raise ValueError(
+                    f"Layer {op.name!r} ({type(op).__name__}) loses channels, but its config "
+                    f"does not build it again ({type(error).__name__}, above) and no repair "
+                    "(dropping keys its constructor rejects, naming a Python-function "
+                    "activation) computes the same. Fix its class's `get_config()` to return "
+                    "its constructor's arguments, or leave its channels out of `layers`."
+                ) from error
+            config = repair.apply(config)
+            layer, outputs = _built(op, config, args, kwargs)
+        repair.install(layer)
+        for (name, old), new in zip(weights.items(), layer.weights, strict=True):
             value = keras.ops.convert_to_numpy(old)
             for axis, kept in slices.get(name, []):
                 value = _narrow(value, axis, kept) if self.narrow else _mask(value, axis, kept, old)
             new.assign(value.astype(new.dtype))
         return layer, outputs
+
+
+def _built(op, config, args, kwargs):
+    """`(layer of op's class from config, its outputs on args)`, original initialisers back."""
+    layer = from_config_zero_init(op.__class__, config)
+    outputs = layer(*args, **kwargs)
+    restore_initializers(layer, config)
+    return layer, outputs
 
 
 def _same_config(a, b):

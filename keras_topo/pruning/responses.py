@@ -166,11 +166,10 @@ def response_moments(graph, keys, arrays):
 
 def probe_model(graph, keys):
     """The model from `graph`'s inputs to its tensors `keys`, each `sampled_positions`: on
-    the model's own tensors when no model is nested in it (nothing is called again), else on a
-    replay of the inlined graph."""
-    model = graph.model
-    functional = model._functional if isinstance(model, keras.Sequential) else model
-    if any(isinstance(layer, keras.Model) for layer in functional.layers):
+    the model's own tensors when every call is the model's own (nothing is called again), else
+    (a nested model or traced custom layer inlined: a call path with a "/") on a replay of the
+    inlined graph."""
+    if any("/" in call.path for call in graph.calls):
         _, tensors = graph.replay(_uniquely_named_calls(graph))
     else:
         tensors = graph.shapes
