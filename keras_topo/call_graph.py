@@ -6,6 +6,7 @@ selection walk. Hand-written: Keras' own graph walk (`clone_model`) stops at cus
 
 import collections
 import dataclasses
+import functools
 import warnings
 
 import keras
@@ -118,6 +119,15 @@ class CallGraph:
             key: call.op.name if counts[call.op.name] == 1 else call.path.replace("/", "_")
             for key, call in ops.items()
         }
+
+    def name_of(self, op):
+        """`op`'s name in this graph: `unique_names()`'s for a layer, a raw op's own. The
+        pruner's reports, histories and `coupling="expand"` keys use it."""
+        return self._names.get(id(op), op.name)
+
+    @functools.cached_property
+    def _names(self):
+        return self.unique_names()
 
     def replay(self, call_fn, input_name=lambda name: name):
         """A new flat functional model: each call replaced by `call_fn(call, args, kwargs)`

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_topo.pruning import prune_channels
+from keras_topo.pruning import prune_channels, replay
 
 
 class Block(keras.layers.Layer):
@@ -100,3 +100,31 @@ def test_compensation_refits_each_blocks_own_consumer(nested):
         assert before.shape == after.shape
         assert np.abs(after - before).max() > 1e-3
     np.testing.assert_allclose(run(refit["remove"], x), run(refit["mask"], x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("coupling", ["group", "expand"])
+def test_colliding_layers_are_scored_recorded_and_replayed_each_under_its_path(coupling):
+    """Both blocks' `fc` keep their own largest-L2 filters (not one block's scores applied to
+    both); the history records each under its path; replaying it on another checkpoint keeps
+    the same filters, which an oracle (that checkpoint's kept biases) confirms."""
+    model = blocks_model()
+    fcs = lambda layer: layer.name == "fc"  # noqa: E731
+    pruned, report = prune_channels(model, 0.5, layers=fcs, coupling=coupling, report=True)
+    entries = {entry.name: entry for entry in report.history.layers}
+    assert sorted(entries) == ["block_a_fc", "block_b_fc"]
+    for block, width in (("block_a", 6), ("block_b", 8)):
+        layer = model.get_layer(block)
+        norms = [np.linalg.norm(ops.convert_to_numpy(layer.fc.kernel), axis=0)]
+        if coupling == "group":  # the group's consumer rows count too, each slice mean-scaled
+            norms.append(np.linalg.norm(ops.convert_to_numpy(layer.proj.kernel), axis=1))
+        scores = sum(norm / norm.mean() for norm in norms)
+        want = np.sort(np.argsort(-scores, kind="stable")[: width // 2])
+        np.testing.assert_array_equal(entries[f"{block}_fc"].kept, want)
+    other = blocks_model(seed=3)
+    replayed = replay(other, report.history)
+    for block in ("block_a", "block_b"):
+        bias = ops.convert_to_numpy(other.get_layer(block).fc.bias)
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(replayed.get_layer(f"{block}_fc").bias),
+            bias[entries[f"{block}_fc"].kept],
+        )

@@ -72,7 +72,8 @@ def rebuild_expand(graph, kept_by_layer, mode):
 
     Args:
         graph: the model's `ChannelGraph`.
-        kept_by_layer: dict producer layer name -> sorted indices of its filters that stay.
+        kept_by_layer: dict producer name (`graph.name_of`: its path where names collide) ->
+            sorted indices of its filters that stay.
         mode: "remove" (filters gone, the function kept exactly) or "mask" (filters zeroed).
 
     Returns:
@@ -114,8 +115,9 @@ class _ExpandRebuilder:
     def call(self, call, args, kwargs):
         """`InlinedGraph.replay`'s call_fn: the rebuilt call."""
         kept_out = None  # the kept filters of a selected producer
-        if call.op.name in self.kept_by_layer and (id(call.op), 0) in self.graph.op_spaces:
-            kept_out = self.kept_by_layer[call.op.name]
+        name = self.graph.name_of(call.op)
+        if name in self.kept_by_layer and (id(call.op), 0) in self.graph.op_spaces:
+            kept_out = self.kept_by_layer[name]
         if not self.narrow:
             return self.masked(call, args, kwargs, kept_out)
         tensors = _tensors(args, kwargs)

@@ -311,7 +311,7 @@ class ChannelGraph(InlinedGraph):
                 role = "produces"
             else:
                 role = "passes" if space in outs else "reads"
-            self.space_members[space].append(Member(op.name, role))
+            self.space_members[space].append(Member(self.name_of(op), role))
         variables = layer_weights(op)
         for name, axes in handler.weight_axes(op, in_layouts, out_layouts + inner).items():
             for axis, layout in axes:

@@ -88,8 +88,8 @@ class PruningHistory:
         widths, kept = {}, {}
         for op in _producers(graph):
             layout = graph.op_spaces[(id(op), 0)]
-            widths[op.name] = graph.width(layout)
-            kept[op.name] = graph.kept(layout, kept_by_space)
+            widths[graph.name_of(op)] = graph.width(layout)
+            kept[graph.name_of(op)] = graph.kept(layout, kept_by_space)
         return cls.from_kept(widths, kept, "group", mode)
 
     def to_dict(self):
@@ -152,7 +152,7 @@ def replay(model, history, mode=None):
         raise ValueError(f'mode must be "remove", "mask" or None, got {mode!r}.')
     graph = ChannelGraph(model)
     if history.coupling == "expand":
-        producers = {op.name: op for op in _producers(graph)}
+        producers = {graph.name_of(op): op for op in _producers(graph)}
         for entry in history.layers:
             op = producers.get(entry.name)
             width = None if op is None else graph.width(graph.op_spaces[(id(op), 0)])
@@ -163,7 +163,7 @@ def replay(model, history, mode=None):
 
 def _kept_by_space(model, graph, history):
     """The groups' kept channels from the history's producers; checks that it fits."""
-    producers = {op.name: op for op in _producers(graph)}
+    producers = {graph.name_of(op): op for op in _producers(graph)}
     recorded = {entry.name for entry in history.layers}
     groups = {graph.root(group): group for group in graph.groups()}
     kept_by_space, source = {}, {}

@@ -200,17 +200,18 @@ def _prune_expand(model, fraction, criterion, layers, mode, scope, round_to, rng
     roots = _expand_roots(graph, selected, calibration)
     scores, sizes = {}, {}
     for layer in selected:
-        sizes[layer.name] = graph.width(graph.op_spaces[(id(layer), 0)])
+        name = graph.name_of(layer)  # its path where keras-hub blocks share layer names
+        sizes[name] = graph.width(graph.op_spaces[(id(layer), 0)])
         if criterion == "redundancy":
-            scores[layer.name] = calibration.scores(graph, roots[layer.name], rng)
+            scores[name] = calibration.scores(graph, roots[name], rng)
         elif callable(criterion):
-            scores[layer.name] = np.asarray(criterion(layer), dtype="float64")
+            scores[name] = np.asarray(criterion(layer), dtype="float64")
         else:
-            scores[layer.name] = importance.channel_scores(filter_kernel(layer), criterion, rng)
-        if scores[layer.name].shape != (sizes[layer.name],):
+            scores[name] = importance.channel_scores(filter_kernel(layer), criterion, rng)
+        if scores[name].shape != (sizes[name],):
             raise ValueError(
-                f"criterion must return {sizes[layer.name]} scores for layer {layer.name!r}, "
-                f"got shape {scores[layer.name].shape}."
+                f"criterion must return {sizes[name]} scores for layer {name!r}, "
+                f"got shape {scores[name].shape}."
             )
     kept = _choose(scores, sizes, {k: k for k in sizes}, fraction, scope, round_to)
     if calibration and calibration.compensate:
@@ -251,7 +252,7 @@ def _select_producers(model, graph, layers):
 
 
 def _expand_roots(graph, selected, calibration):
-    """`{layer name: root space}` of the selected layers' channels (coupling="expand"), their
+    """`{layer's graph name: root space}` of the selected layers' channels (coupling="expand"), their
     responses measured; ValueError where compensation cannot reach the consumers."""
     if not calibration:
         return {}
@@ -266,14 +267,14 @@ def _expand_roots(graph, selected, calibration):
                 f"The channels of {layer.name!r} are split downstream: calibrated pruning "
                 'needs coupling="group" for it.'
             )
-        if calibration.compensate and producers != [layer.name]:
+        if calibration.compensate and producers != [graph.name_of(layer)]:
             raise ValueError(
                 f'compensate=True with coupling="expand" needs {layer.name!r} to be the only '
                 f"producer of the channels its consumers read, but {producers} are summed or "
                 "concatenated with it (the removed channels' constants mix into them): use "
                 'coupling="group", or compensate=False.'
             )
-        roots[layer.name] = graph.root(group)
+        roots[graph.name_of(layer)] = graph.root(group)
     calibration.measure(graph, {root: name for name, root in roots.items()})
     return roots
 
