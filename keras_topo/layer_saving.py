@@ -32,6 +32,11 @@ from keras.src import activations
 from keras_topo.layer_copy import layer_config, rebuilt
 
 TOLERANCE = 1e-5  # relative: outputs of a repaired layer, variables restored from a store
+# Keras' `model.save` opens the file before it serializes (keras 3.15), so a refusal leaves it.
+PARTIAL_FILE = (
+    " Keras had already opened the file: whatever was at that path is now empty or partial "
+    "(delete it; keep your previous model at another path until this save succeeds)."
+)
 
 
 def repaired_copy(layer, name, args, kwargs):
@@ -155,7 +160,7 @@ class _RefusedSaving:
             f"config does not build the layer again ({self.reason}), and no repair (dropping "
             "keys its constructor rejects, naming a Python-function activation) computes the "
             "same. Fix its class's `get_config()` to return its constructor's arguments, or "
-            "save the weights only (`model.save_weights`)."
+            "save the weights only (`model.save_weights`)." + PARTIAL_FILE
         )
 
 
@@ -199,6 +204,7 @@ class _CheckedSave:
                     "model would compute something else. Its class's `save_own_variables` / "
                     "`load_own_variables` are at fault; set the variables its loading "
                     "recomputes this one from before saving (see the Pruning guide, keras-hub)."
+                    + PARTIAL_FILE
                 )
         for key, value in written.items():
             store[key] = value
