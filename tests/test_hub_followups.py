@@ -140,19 +140,22 @@ def _every_layer(model):
 @pytest.mark.slow
 def test_keras_hub_mit_blocks_are_traced_and_every_conv_made_topographic():
     """MiT's MixFFN and SegFormerMultiheadAttention reshape with the symbolic batch size:
-    traced, every Conv2D (patch embeddings, attention's spatial reduction) is reached."""
+    traced, every Conv2D (patch embeddings, attention's spatial reduction) is reached; its
+    DropPath passes channels through (`handlers.KERAS_HUB_FOLLOWERS`), blocking no group."""
     pytest.importorskip("keras_hub")
     import hub_models
 
     from keras_topo import make_topographic
     from keras_topo.layer_selection import is_topographic
-    from keras_topo.pruning.graph import InlinedGraph
+    from keras_topo.pruning.graph import ChannelGraph, InlinedGraph
 
     model = hub_models.mit()
     convs = [layer for layer in _every_layer(model) if type(layer) is keras.layers.Conv2D]
     graph = InlinedGraph(model)
     assert not {cls for cls, _ in graph.opaque.values()} & {"MixFFN", "SegFormerMultiheadAttention"}
     assert sum(type(call.op) is keras.layers.Conv2D for call in graph.calls) == len(convs) == 4
+    groups = ChannelGraph(model).groups()  # DropPath (opaque: branches on training) follows
+    assert not [reason for group in groups for reason in group.blocked if "drop_path" in reason]
     topographic = make_topographic(model)
     assert sum(is_topographic(layer) for layer in _every_layer(topographic)) == len(convs)
     x = hub_models.sample_data(model, 2)[0]

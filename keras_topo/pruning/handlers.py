@@ -513,6 +513,20 @@ class Concatenate(ChannelHandler):
 
 _REGISTRY = {}
 
+# keras-hub's stochastic depth layers, by class path (keras-topo never imports keras-hub):
+# their `call` branches on `training` in Python, so tracing leaves them opaque; each scales
+# whole samples (identity at inference), so output channel j is input channel j.
+KERAS_HUB_FOLLOWERS = frozenset(
+    {
+        "keras_hub.src.models.mit.mit_layers.DropPath",
+        "keras_hub.src.models.swin_transformer.swin_transformer_layers.DropPath",
+        "keras_hub.src.models.mobilenetv5.mobilenetv5_layers.DropPath",
+        "keras_hub.src.models.dinov2.dinov2_layers.DINOV2DropPath",
+        "keras_hub.src.models.dinov3.dinov3_layers.DINOV3DropPath",
+    }
+)
+_WEIGHTLESS_FOLLOWER = Follower()
+
 
 def register_handler(cls, handler):
     """Teaches the pruner an operation class (exact class, subclasses included).
@@ -533,10 +547,13 @@ def register_handler(cls, handler):
 
 
 def get_handler(op):
-    """The handler of `op`'s class (nearest registered base class), or the unknown handler."""
+    """The handler of `op`'s class (nearest registered base class; keras-hub's stochastic
+    depth layers, `KERAS_HUB_FOLLOWERS`), or the unknown handler."""
     for cls in type(op).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+    if f"{type(op).__module__}.{type(op).__qualname__}" in KERAS_HUB_FOLLOWERS:
+        return _WEIGHTLESS_FOLLOWER
     if ChannelVectorLayer.applies(op):
         return _CHANNEL_VECTOR
     return ChannelHandler()
