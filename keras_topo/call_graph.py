@@ -109,7 +109,17 @@ class CallGraph:
     def unique_names(self):
         """`{id(op): name}` for every layer of the inlined graph: its own name where no other
         layer has it, else its `Call.path` with "/" as "_" (keras-hub names a dense layer of
-        every transformer block `dense_1`: "vit_encoder_transformer_block_1_mlp_dense_1")."""
+        every transformer block `dense_1`: "vit_encoder_transformer_block_1_mlp_dense_1").
+        Computed once per graph; do not modify it."""
+        return self._names
+
+    def name_of(self, op):
+        """`op`'s name in this graph: `unique_names()`'s for a layer, a raw op's own. The
+        pruner's reports, histories and `coupling="expand"` keys use it."""
+        return self._names.get(id(op), op.name)
+
+    @functools.cached_property
+    def _names(self):
         ops = {}
         for call in self.calls:
             if isinstance(call.op, keras.layers.Layer):
@@ -119,15 +129,6 @@ class CallGraph:
             key: call.op.name if counts[call.op.name] == 1 else call.path.replace("/", "_")
             for key, call in ops.items()
         }
-
-    def name_of(self, op):
-        """`op`'s name in this graph: `unique_names()`'s for a layer, a raw op's own. The
-        pruner's reports, histories and `coupling="expand"` keys use it."""
-        return self._names.get(id(op), op.name)
-
-    @functools.cached_property
-    def _names(self):
-        return self.unique_names()
 
     def replay(self, call_fn, input_name=lambda name: name):
         """A new flat functional model: each call replaced by `call_fn(call, args, kwargs)`

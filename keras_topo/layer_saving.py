@@ -32,6 +32,11 @@ from keras.src import activations
 from keras_topo.layer_copy import layer_config, rebuilt
 
 TOLERANCE = 1e-5  # relative: outputs of a repaired layer, variables restored from a store
+# Why a layer whose config does not build it again is refused, and what fixes it.
+NO_REPAIR = (
+    "no repair (dropping keys its constructor rejects, naming a Python-function activation) "
+    "computes the same. Fix its class's `get_config()` to return its constructor's arguments"
+)
 # Keras' `model.save` opens the file before it serializes (keras 3.15), so a refusal leaves it.
 PARTIAL_FILE = (
     " Keras had already opened the file: whatever was at that path is now empty or partial "
@@ -157,9 +162,7 @@ class _RefusedSaving:
     def __call__(self):
         raise ValueError(
             f"Layer {self.layer.name!r} ({type(self.layer).__name__}) cannot be saved: its "
-            f"config does not build the layer again ({self.reason}), and no repair (dropping "
-            "keys its constructor rejects, naming a Python-function activation) computes the "
-            "same. Fix its class's `get_config()` to return its constructor's arguments, or "
+            f"config does not build the layer again ({self.reason}), and {NO_REPAIR}, or "
             "save the weights only (`model.save_weights`)." + PARTIAL_FILE
         )
 

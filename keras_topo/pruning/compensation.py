@@ -47,7 +47,7 @@ def weight_changes(layer, columns, kept, removed, coefficients, offset):
 
 def compensate(graph, pruned, plans, moments, kept_channels, narrow):
     """Applies the weight changes of every consumer of the pruned groups to `pruned` (the
-    pruned model, whose layers are named as `graph.unique_names()` names them).
+    pruned model, whose layers are named as `graph.name_of` names them).
 
     Args:
         graph: the original model's `ChannelGraph`.
@@ -80,10 +80,9 @@ def compensate(graph, pruned, plans, moments, kept_channels, narrow):
             kernel, bias = weight_changes(op, read.columns, kept, removed, *fit)
             call, total_kernel, total_bias = changes.get(id(op), (read.call, 0.0, 0.0))
             changes[id(op)] = (call, total_kernel + kernel, total_bias + bias)
-    names = graph.unique_names()  # the pruned model's names (paths where names collide)
     for call, kernel, bias in changes.values():
         rows, outputs = kept_channels(call)
-        layer = pruned.get_layer(names[id(call.op)])
+        layer = pruned.get_layer(graph.name_of(call.op))  # paths where names collide
         _add(layer.kernel, kernel, [(-2, rows), (-1, outputs)], narrow)
         if call.op.use_bias:
             _add(layer.bias, bias, [(-1, outputs)], narrow)

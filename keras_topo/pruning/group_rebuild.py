@@ -111,10 +111,8 @@ class _GroupRebuilder:
             if repair is None:
                 raise ValueError(
                     f"Layer {op.name!r} ({type(op).__name__}) loses channels, but its config "
-                    f"does not build it again ({type(error).__name__}, above) and no repair "
-                    "(dropping keys its constructor rejects, naming a Python-function "
-                    "activation) computes the same. Fix its class's `get_config()` to return "
-                    "its constructor's arguments, or leave its channels out of `layers`."
+                    f"does not build it again ({type(error).__name__}, above) and "
+                    f"{layer_saving.NO_REPAIR}, or leave its channels out of `layers`."
                 ) from error
             config = repair.apply(config)
             layer, outputs = _built(op, config, args, kwargs)
