@@ -22,7 +22,7 @@ from keras_hub.src.models.mobilenet.mobilenet_backbone import SqueezeAndExcite2D
 import keras_topo  # noqa: E402
 from keras_topo import export  # noqa: E402
 from keras_topo.layer_selection import is_topographic  # noqa: E402
-from keras_topo.pruning import compare, prune_channels  # noqa: E402
+from keras_topo.pruning import compare, head_layers, prune_channels  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,7 @@ SUBSET = ("ResNet v2", "MobileNetV3", "ViT", "MiT", "BERT")
 CNNS = ("ResNet v2", "MobileNetV3")  # issue 20's goal: >= 90 % of their map convs topographic
 SAMPLES = 8
 CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+Dense = keras.layers.Dense
 # Steps that fail today, by (backbone, step): the reason, for strict xfails.
 PENDING = {}
 # keras-hub's ResNetV2 stem pads with -inf before its max pool: int8 cannot hold it, and
@@ -188,3 +189,25 @@ def test_litert_export_runs_like_keras(name, quantize, tmp_path):
     # int8: 8-bit activations; the float file computes Keras' function.
     tolerance = 0.1 if quantize else 1e-4
     np.testing.assert_allclose(got, want, atol=tolerance * np.abs(want).max())
+
+
+def test_mit_attention_heads_written_in_raw_ops_prune_whole(tmp_path):
+    """MiT's attention is a custom layer of raw ops (Dense, reshape to heads, matmul): its
+    heads prune as whole groups, remove = mask (no norm spans the heads), and the pruned
+    model survives `.keras` and LiteRT."""
+    p = pipeline("MiT")
+    layers = head_layers(p.trained)
+    assert len(layers) == 1  # the stage of 2 heads; a single head is never pruned
+    pruned = prune_channels(p.trained, 0.5, layers=layers)
+    masked = prune_channels(p.trained, 0.5, layers=layers, mode="mask")
+    want = outputs(masked, p.x)
+    np.testing.assert_allclose(outputs(pruned, p.x), want, atol=1e-4 * np.abs(want).max())
+    shapes = [tuple(layer.kernel.shape) for layer in every_layer(pruned) if type(layer) is Dense]
+    assert (shapes.count((32, 16)), shapes.count((16, 32))) == (3, 1)  # q, k, v; output rows
+    assert compare(p.trained, pruned, repeats=0)["macs_ratio"] < 1
+    pruned.save(tmp_path / "heads.keras")
+    loaded = keras.models.load_model(tmp_path / "heads.keras")
+    np.testing.assert_allclose(outputs(loaded, p.x), outputs(pruned, p.x), atol=1e-6)
+    keras_topo.export_model(pruned, tmp_path / "heads.tflite", "litert")
+    got = export.load_exported(tmp_path / "heads.tflite")(p.x[:1])
+    np.testing.assert_allclose(got, outputs(pruned, p.x[:1]), atol=1e-4 * np.abs(want).max())

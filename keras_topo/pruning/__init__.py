@@ -5,10 +5,12 @@ channels (`channel_groups(model)`: through residual sums, concatenations, depthw
 nested models and raw `keras.ops`) as one unit, or as the paper does, layer by layer
 (`coupling="expand"`). `mode="remove"` rebuilds a smaller model, `mode="mask"` zeroes weights;
 both compute the same function. `register_handler` teaches the pruner a custom layer;
+`head_layers(model)` lists the layers whose selection prunes attention heads;
 `compare(model_a, model_b)` reports parameters, MACs and measured latency; `replay(model,
 history)` applies a recorded pruning (`PruningReport.history`, JSON) to another checkpoint.
 """
 
+from keras_topo.pruning.attention import head_layers
 from keras_topo.pruning.cost import (
     compare,
     count_macs,
@@ -45,6 +47,7 @@ __all__ = [
     "count_params",
     "finetune",
     "format_comparison",
+    "head_layers",
     "measure_latency",
     "prune_channels",
     "register_handler",

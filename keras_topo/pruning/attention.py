@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from keras_topo.call_graph import TensorKey
+from keras_topo.pruning.graph import ChannelGraph
 from keras_topo.pruning.handlers import (
     Block,
     Producer,
@@ -109,17 +110,44 @@ class AttentionHeads(Producer):
         return getattr(op, self.query_heads_key) // getattr(op, self.heads_key)
 
 
+def head_layers(model):
+    """The layers whose selection in `prune_channels(model, layers=...)` prunes attention
+    heads, in model order: every `MultiHeadAttention`, `GroupQueryAttention` and keras-hub
+    `CachedMultiHeadAttention`, and, for attention written in raw ops (keras-hub's MiT: a
+    reshape splits a `Dense`'s channels into heads, `keras_topo.pruning.head_axis`), the first
+    layer that produces each group of coupled heads (its query, key or value projection)."""
+    graph = ChannelGraph(model)
+    found, seen = {}, set()
+    for call in graph.calls:
+        op = call.op
+        if graph.inner_layouts(op):
+            found.setdefault(id(op), op)
+            continue
+        roots = {graph.find(b.space) for b in graph.op_spaces.get((id(op), 0), ())}
+        if roots and roots <= graph.head_roots() and not roots & seen:
+            found.setdefault(id(op), op)
+            seen |= roots
+    return list(found.values())
+
+
 def check_heads_left(graph, layers, fraction):
     """Raises a ValueError when `fraction` (scope "layer") would prune every head of one of
     `layers` (the pruner otherwise keeps one channel with a warning): a model without any
     head of a layer is no transformer, so this is refused, not rounded."""
     for layer in layers:
-        for block in (graph.inner_layouts(layer) or [()])[0]:
+        inner = graph.inner_layouts(layer)
+        if inner:
+            count = f"{get_handler(layer).heads_key}="
+        else:  # heads split off its channels by a reshape
+            count = "heads split by a reshape: "
+            heads = graph.selected_layout(layer)
+            inner = [heads] if heads and graph.is_heads(heads) else []
+        for block in (inner or [()])[0]:
             size = graph.sizes[graph.find(block.space)]
             if round(fraction * size) >= size:
                 raise ValueError(
                     f"fraction {fraction} would prune all {size} heads of layer {layer.name!r} "
-                    f"({get_handler(layer).heads_key}={size}, round({fraction} * {size}) = "
+                    f"({count}{size}, round({fraction} * {size}) = "
                     f"{round(fraction * size)}); at least one must stay. Use a fraction below "
                     f'{(size - 0.5) / size:.3f}, scope="global", or leave the layer out of '
                     "`layers`."

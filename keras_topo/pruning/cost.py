@@ -11,6 +11,7 @@ import numpy as np
 from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
+from keras.src.ops.numpy import Matmul
 
 from keras_topo.call_graph import TensorKey
 from keras_topo.pruning.attention import AttentionHeads, attention_macs
@@ -30,7 +31,8 @@ def count_macs(model, input_shape=None):
     Counted: `Conv1D/2D/3D` (`H' W' C_out kh kw C_in / groups`), `DepthwiseConv1D/2D`
     (`H' W' C_out kh kw`), `SeparableConv1D/2D` (depthwise and pointwise parts), `Dense`
     (`positions * C_in * units`), `MultiHeadAttention` and `GroupQueryAttention`
-    (`keras_topo.pruning.attention.attention_macs`), at every call, inside nested models and
+    (`keras_topo.pruning.attention.attention_macs`), `keras.ops.matmul` (`output entries *
+    contracted length`: attention written in raw ops), at every call, inside nested models and
     custom layers alike (the pruner's inlined graph, `keras_topo.pruning.graph.InlinedGraph`;
     a custom layer that cannot be traced counts 0, with a warning naming it). Other layers
     (batch norm, activations, pooling, additions) are not counted, as in the usual MAC tables.
@@ -103,7 +105,8 @@ def _shapes_for(graph, input_shape):
 
 
 def _layer_macs(layer, in_shape, out_shape):
-    if not isinstance(layer, (BaseConv, BaseDepthwiseConv, BaseSeparableConv, keras.layers.Dense)):
+    counted = (BaseConv, BaseDepthwiseConv, BaseSeparableConv, keras.layers.Dense, Matmul)
+    if not isinstance(layer, counted):
         return 0
     if any(d is None for d in (*in_shape[1:], *out_shape[1:])):
         raise ValueError(
@@ -112,6 +115,8 @@ def _layer_macs(layer, in_shape, out_shape):
         )
     positions = int(np.prod(out_shape[1:-1]))
     c_in, c_out = in_shape[-1], out_shape[-1]
+    if isinstance(layer, Matmul):  # (..., N, K) @ (..., K, M): K per output entry
+        return positions * c_out * c_in
     if isinstance(layer, keras.layers.Dense):
         return positions * c_in * c_out
     taps = int(np.prod(layer.kernel_size))

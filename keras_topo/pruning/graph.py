@@ -5,7 +5,11 @@ run of channels of one *channel space*. Producers (convs, dense layers) create s
 layers pass them on; `Add` & co merge the spaces of their inputs (union-find); `Concatenate`
 puts layouts side by side; a split or channel slice (`keras.ops.split`, `x[..., a:b]`) cuts
 the spaces it crosses into sub-spaces at its bounds (every space of the group alike), and so does
-a merge of layouts cut at different places. The merged spaces are the *groups*: channel `c` of a group is
+a merge of layouts cut at different places. A reshape of `(..., H * D)` to `(..., H, D)` (attention
+heads written in raw ops) *coarsens* the spaces of its input into units of `D` channels, one per
+head, and follows the heads on their own axis through the attention's raw ops
+(`keras_topo.pruning.head_axis`) until a reshape back to `(..., H * D)` returns them to the
+channels. The merged spaces are the *groups*: channel `c` of a group is
 pruned from every producer, per-channel layer and consumer of all its spaces at once (the idea
 of Torch-Pruning's DepGraph, Fang et al., CVPR 2023; written here for Keras' functional graph).
 
@@ -92,6 +96,8 @@ class ChannelGraph(InlinedGraph):
         self.space_blocked = []
         self.space_entries = []
         self.children = {}  # a space cut into sub-spaces -> (head, tail)
+        self.coarsened = {}  # a space pruned in units of `factor` channels -> (space, factor)
+        self.heads = {}  # TensorKey -> (axis, layout) of a tensor's attention heads axis
         self.layouts = {}
         self.op_spaces = {}  # (id(op), output index) -> space, shared by all calls of op
         self.first_inputs = {}  # id(op) -> input layouts of its first call
@@ -183,7 +189,8 @@ class ChannelGraph(InlinedGraph):
         return tuple(part)
 
     def resolve(self, layout):
-        """`layout` with every cut space replaced by its sub-spaces."""
+        """`layout` with every cut space replaced by its sub-spaces, every coarsened one by
+        its space of units."""
         if layout is None:
             return None
         out = []
@@ -191,9 +198,49 @@ class ChannelGraph(InlinedGraph):
             root = self.find(block.space)
             if root in self.children:
                 out.extend(self.resolve(tuple(Block(c, block.inner) for c in self.children[root])))
+            elif root in self.coarsened:
+                space, factor = self.coarsened[root]
+                out.extend(self.resolve((Block(space, block.inner * factor),)))
             else:
                 out.append(block)
         return tuple(out)
+
+    def split_heads(self, layout, head_dim):
+        """The layout of the heads axis of a tensor of `layout` reshaped to `(..., H, head_dim)`,
+        or None when a head's channels span two blocks. Each space is coarsened into units of
+        one head's channels (`Block(unit space, head_dim)` in `layout`), so that heads prune
+        whole: a head is one channel of the heads axis."""
+        layout, offset, factors = self.resolve(layout), 0, {}
+        for block in layout:
+            width = self.sizes[self.find(block.space)] * block.inner
+            if offset % head_dim or width % head_dim:
+                return None
+            if block.inner % head_dim and head_dim % block.inner:
+                return None
+            factor = max(head_dim // block.inner, 1)
+            if factors.setdefault(self.find(block.space), factor) != factor:
+                return None  # one space twice, at different granularities
+            offset += width
+        for root, factor in factors.items():
+            if factor > 1:
+                self._coarsen(root, factor)
+        return tuple(Block(b.space, b.inner // head_dim) for b in self.resolve(layout))
+
+    def head_roots(self):
+        """The root spaces whose channels are attention heads split off by a reshape."""
+        return {self.find(space) for space, _ in self.coarsened.values()}
+
+    def is_heads(self, layout):
+        """Whether every channel of `layout` is an attention head split off by a reshape."""
+        return all(self.find(b.space) in self.head_roots() for b in self.resolve(layout))
+
+    def _coarsen(self, root, factor):
+        """Makes root space `root` a space of `size / factor` units of `factor` channels: it
+        passes on its members, blocking reasons and weight entries (whose layouts resolve)."""
+        (block,) = self.new_space(self.sizes[root] // factor)
+        for table in (self.space_members, self.space_blocked, self.space_entries):
+            table[block.space], table[root] = table[root], []
+        self.coarsened[root] = (block.space, factor)
 
     def _bounds(self, layout):
         offsets = np.cumsum([0] + [self.sizes[self.find(b.space)] * b.inner for b in layout])
@@ -258,7 +305,7 @@ class ChannelGraph(InlinedGraph):
         for call in self.calls:
             self._trace_call(call)
         for key in self.outputs:
-            self.block([self.layouts[key]], "model output")
+            self.block([self.layouts[key], self.heads.get(key, (None, ()))[1]], "model output")
         self._resolve_all()
 
     def _resolve_all(self):
@@ -267,6 +314,8 @@ class ChannelGraph(InlinedGraph):
             self.layouts[key] = self.resolve(layout)
         for key, layout in self.op_spaces.items():
             self.op_spaces[key] = self.resolve(layout)
+        for key, (axis, layout) in self.heads.items():
+            self.heads[key] = (axis, self.resolve(layout))
         for entries in self.space_entries:
             entries[:] = [(op, n, axis, self.resolve(lay)) for op, n, axis, lay in entries]
 
@@ -291,12 +340,32 @@ class ChannelGraph(InlinedGraph):
                 self.block([layout], f"untraced output of {op.name!r}")
             out_layouts[i] = layout
             self.layouts[call.outputs[i]] = layout
+        self._trace_heads(call, handler, inputs, outputs)
         if handler.shared_state and in_layouts:
             first = self.first_inputs.setdefault(id(op), in_layouts)
             if first is not in_layouts:  # a shared layer: one copy for all its calls
                 for a, b in zip(first, in_layouts, strict=True):
                     self.merge([a, b], op.name)
         self._record(op, handler, in_layouts, out_layouts)
+
+    def _trace_heads(self, call, handler, inputs, outputs):
+        """Follows the attention heads axis of the call's inputs (`self.heads`) to its outputs
+        (`handler.head_axes`): the heads of all inputs are coupled; an operation that does not
+        keep the heads apart blocks them."""
+        found = [self.heads.get(key) for key in call.inputs]
+        layouts = [heads[1] for heads in found if heads is not None]
+        if not layouts:
+            return
+        axes = [None if heads is None else heads[0] for heads in found]
+        out_axes = handler.head_axes(call.op, inputs, outputs, axes, self)
+        if out_axes is None:
+            self.block(layouts, f"{call.op.name!r} does not keep attention heads apart")
+            self.untraced.add(id(call))
+            return
+        layout = self.merge(layouts, call.op.name) if len(layouts) > 1 else layouts[0]
+        for key, axis in zip(call.outputs, out_axes, strict=True):
+            if axis is not None:
+                self.heads[key] = (axis, layout)
 
     def _record(self, op, handler, in_layouts, out_layouts):
         in_layouts = [self.resolve(layout) for layout in in_layouts]
@@ -342,8 +411,8 @@ class ChannelGraph(InlinedGraph):
         groups, by_root = ChannelGroups(), {}
         for space in range(len(self.parent)):
             root = self.find(space)
-            if root in self.children:
-                continue  # cut into sub-spaces: its channels are theirs
+            if root in self.children or root in self.coarsened:
+                continue  # cut into sub-spaces or coarsened: its channels are theirs
             if root not in by_root:
                 by_root[root] = ChannelGroup(len(groups), self.sizes[root])
                 group = by_root[root]

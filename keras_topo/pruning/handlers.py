@@ -18,7 +18,10 @@ operation class, for the channels (last axis, channels_last) of its tensors:
 - `fold_inputs(op, config, weights, kept, constants)` (`coupling="expand"` only): a channel
   mixer reading removed channels, each a known constant, gets their contribution folded into
   its weights (a conv's or dense layer's bias, see `channel_fold`); None where it cannot (the
-  pruner then gives it its full input back).
+  pruner then gives it its full input back);
+- `head_axes(op, inputs, outputs, axes, graph)`: where the attention heads axis of its inputs
+  (heads split off the channels by a reshape, `keras_topo.pruning.head_axis`) lies in each
+  output; None when the operation does not keep the heads apart (the default).
 
 `config`, `weight_axes` and `narrowed_call` serve both couplings: with `coupling="expand"` the
 kept indices are those of each call's own tensors (`keras_topo.pruning.expand_rebuild`).
@@ -33,6 +36,7 @@ warning naming it when a selected layer's group is affected.
 
 import dataclasses
 import itertools
+import weakref
 
 import keras
 import numpy as np
@@ -43,6 +47,7 @@ from keras.src.ops import numpy as np_ops
 
 from keras_topo.layer_copy import layer_config
 from keras_topo.layer_selection import is_topographic
+from keras_topo.pruning import head_axis
 from keras_topo.pruning.channel_fold import bias_fold_is_exact, fold_removed_inputs
 from keras_topo.tracing import is_custom
 
@@ -100,6 +105,12 @@ class ChannelHandler:
         channel. None: the constants cannot be folded into `op`."""
         return None
 
+    def head_axes(self, op, inputs, outputs, axes, graph):
+        """The attention heads axis of each output (None: it has none), given the heads axis
+        of each input in `axes` (None for an input without heads; at least one has them);
+        None when `op` does not keep the heads apart, which blocks them."""
+        return None
+
 
 class Follower(ChannelHandler):
     """Per-channel operations: output channel `j` is computed from input channel `j` only.
@@ -109,12 +120,15 @@ class Follower(ChannelHandler):
             or variable name (batch norm's `gamma`, `beta`, `moving_mean`, `moving_variance`).
         config_key: config entry holding the channel count (e.g. LayerScale's `projection_dim`).
         shared_state: see `ChannelHandler` (False for weightless layers).
+        pointwise: each output entry comes from its own input entry (an activation, dropout,
+            a norm over the channels): every other axis, attention heads included, stays.
     """
 
-    def __init__(self, weights=(), config_key=None, shared_state=None):
+    def __init__(self, weights=(), config_key=None, shared_state=None, pointwise=False):
         self.weights = tuple(weights)
         self.config_key = config_key
         self.shared_state = bool(weights or config_key) if shared_state is None else shared_state
+        self.pointwise = pointwise
 
     def trace(self, op, inputs, outputs, graph):
         if not self.channels_last(op, inputs[0][0]):
@@ -125,6 +139,11 @@ class Follower(ChannelHandler):
     def channels_last(self, op, tensor):
         """Whether `op` acts on each channel of the last axis separately."""
         return getattr(op, "data_format", "channels_last") == "channels_last"
+
+    def head_axes(self, op, inputs, outputs, axes, graph):
+        if not self.pointwise or len(inputs) != 1:
+            return None
+        return [axes[0]] * len(outputs)
 
     def weight_axes(self, op, in_layouts, out_layouts):
         axes, names = {}, {v.name for v in getattr(op, "weights", ())}  # raw ops have none
@@ -150,7 +169,7 @@ class NormalizationFollower(Follower):
     `independent_channels=False`)."""
 
     def __init__(self, weights=(), independent_channels=True):
-        super().__init__(weights=weights)
+        super().__init__(weights=weights, pointwise=True)
         self.independent_channels = independent_channels
 
     def channels_last(self, op, tensor):
@@ -173,6 +192,7 @@ class ChannelVectorLayer(NormalizationFollower):
 
     def __init__(self):
         super().__init__(independent_channels=False)
+        self.pointwise = False  # a custom layer: what it does to other axes is unknown
 
     @staticmethod
     def applies(op):
@@ -238,22 +258,55 @@ class ScalarRescaling(Follower):
 class Reshape(Follower):
     """`Reshape` layer or `keras.ops.reshape` that keeps the channel axis last and unchanged
     (e.g. `(C,) -> (1, 1, C)` in squeeze-and-excitation blocks): in row-major order entry `f`
-    stays on channel `f % C`. Any other reshape is unknown."""
+    stays on channel `f % C`. Two more reshapes are attention's (`keras_topo.pruning.head_axis`):
+    `(..., H * D) -> (..., H, D)` splits heads off the channels (its input's spaces are
+    coarsened into heads; the new last axis, within a head, is never pruned) and
+    `(..., H, D) -> (..., H * D)` merges them back. Any other reshape is unknown."""
 
     def trace(self, op, inputs, outputs, graph):
         tensor, layout = inputs[0]
+        in_shape, out_shape = tensor.shape, outputs[0].shape
+        heads = graph.heads.get(graph.call.inputs[0])
+        if heads is not None and head_axis.head_merge(in_shape, out_shape, heads[0]):
+            within = (layout,)
+            graph.block(within, f"{op.name!r} merges them with attention heads")
+            return [tuple(Block(b.space, b.inner * in_shape[-1]) for b in heads[1])]
+        depth = head_axis.head_split(in_shape, out_shape)
+        if depth is not None:
+            split = graph.split_heads(layout, depth)
+            if split is None:
+                reason = f"{op.name!r} splits heads across channel groups"
+                return ChannelHandler.untraceable(self, op, inputs, outputs, graph, reason)
+            graph.heads[graph.call.outputs[0]] = (len(out_shape) - 2, split)
+            graph.untraced.add(id(graph.call))  # coupling="expand" gives it its full input
+            _HEAD_SPLITS[op] = True
+            within = graph.new_space(depth)
+            graph.block([within], "channels within an attention head (heads prune whole)")
+            return [within]
         if _target_shape(op)[-1] != tensor.shape[-1]:
             return ChannelHandler.trace(self, op, inputs, outputs, graph)
         return [layout]
 
+    def head_axes(self, op, inputs, outputs, axes, graph):
+        """Only a merge of the heads into the channels takes heads (they leave the axis)."""
+        in_shape, out_shape = inputs[0][0].shape, outputs[0].shape
+        return [None] if head_axis.head_merge(in_shape, out_shape, axes[0]) else None
+
     def config(self, op, in_kept, out_kept):
         config = layer_config(op)
-        config["target_shape"] = (*config["target_shape"][:-1], int(out_kept[0].size))
+        config["target_shape"] = self._narrowed(op, config["target_shape"], in_kept, out_kept)
         return config
 
     def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
-        shape = (*op.newshape[:-1], int(out_kept[0].size))
-        return np_ops.Reshape(shape), args, kwargs
+        return np_ops.Reshape(self._narrowed(op, op.newshape, in_kept, out_kept)), args, kwargs
+
+    @staticmethod
+    def _narrowed(op, shape, in_kept, out_kept):
+        """The target `shape` with the kept channels: `(..., H', D)` for a heads split
+        (`H' * D` input channels kept), else `(..., kept output channels)`."""
+        if _HEAD_SPLITS.get(op):
+            return (*shape[:-2], int(in_kept[0].size) // shape[-1], shape[-1])
+        return (*shape[:-1], int(out_kept[0].size))
 
 
 class AxisFollower(Follower):
@@ -274,6 +327,19 @@ class AxisFollower(Follower):
         axes = op.axis if isinstance(op.axis, (list, tuple)) else (op.axis,)
         rank = len(tensor.shape) + (len(axes) if self.new_axes else 0)
         return all(a % rank != rank - 1 for a in axes)
+
+    def head_axes(self, op, inputs, outputs, axes, graph):
+        """The heads move with a transpose, shift past inserted or removed axes, and block a
+        reduction or squeeze over them."""
+        axis, rank = axes[0], len(inputs[0][0].shape)
+        if isinstance(op, np_ops.Transpose):
+            order = list(range(rank))[::-1] if op.axes is None else [a % rank for a in op.axes]
+            moved = order.index(axis)
+        elif self.new_axes:
+            moved = head_axis.expanded_axis(axis, len(outputs[0].shape), op.axis)
+        else:
+            moved = head_axis.reduced_axis(axis, rank, op.axis, getattr(op, "keepdims", False))
+        return None if moved is None else [moved]
 
 
 class Split(ChannelHandler):
@@ -490,6 +556,15 @@ class Elementwise(ChannelHandler):
             return super().trace(op, inputs, outputs, graph)
         return [graph.merge(full, op.name)] * len(outputs)
 
+    def head_axes(self, op, inputs, outputs, axes, graph):
+        """The heads of all inputs line up under broadcasting (`attention * scale`); a
+        constant argument must not vary along them."""
+        shapes = [tuple(tensor.shape) for tensor, _ in inputs]
+        shapes += [np.shape(a) for a in graph.arguments if np.ndim(a)]
+        axes = list(axes) + [None] * (len(shapes) - len(axes))
+        axis = head_axis.broadcast_axis(shapes, axes, len(outputs[0].shape))
+        return None if axis is None else [axis] * len(outputs)
+
     def narrowed_call(self, op, args, kwargs, inputs, in_kept, out_kept):
         def narrow(value):
             if isinstance(value, keras.KerasTensor) or not np.ndim(value):
@@ -497,6 +572,39 @@ class Elementwise(ChannelHandler):
             return np.take(value, out_kept[0], axis=-1) if np.shape(value)[-1] > 1 else value
 
         return op, *keras.tree.map_structure(narrow, (args, kwargs))
+
+
+class Matmul(ChannelHandler):
+    """`keras.ops.matmul` (`q @ k`): channels unknown (the last axis of `a` is contracted with
+    `b`'s rows), but attention heads on a batch axis of both inputs are coupled and stay
+    (`keras_topo.pruning.head_axis`)."""
+
+    shared_state = False
+
+    def head_axes(self, op, inputs, outputs, axes, graph):
+        shapes = [tuple(tensor.shape) for tensor, _ in inputs]
+        axis = head_axis.broadcast_axis(shapes, axes, len(outputs[0].shape), batch_only=True)
+        return None if axis is None else [axis]
+
+
+class Softmax(Follower):
+    """`Softmax` layer or `keras.ops.softmax` / `log_softmax`: normalises along its axis, so
+    unknown on the channels when that is the last axis (it usually is: attention's keys) and a
+    follower otherwise; attention heads stay unless it normalises over them."""
+
+    def __init__(self):
+        super().__init__(shared_state=False)
+
+    def channels_last(self, op, tensor):
+        return all(a % len(tensor.shape) != len(tensor.shape) - 1 for a in self._axes(op))
+
+    def head_axes(self, op, inputs, outputs, axes, graph):
+        rank = len(inputs[0][0].shape)
+        return None if axes[0] in {a % rank for a in self._axes(op)} else [axes[0]]
+
+    @staticmethod
+    def _axes(op):
+        return op.axis if isinstance(op.axis, (list, tuple)) else (op.axis,)
 
 
 class Concatenate(ChannelHandler):
@@ -512,6 +620,7 @@ class Concatenate(ChannelHandler):
 
 
 _REGISTRY = {}
+_HEAD_SPLITS = weakref.WeakKeyDictionary()  # reshapes traced as heads splits -> True
 
 # keras-hub's stochastic depth layers, by class path (keras-topo never imports keras-hub):
 # their `call` branches on `training` in Python, so tracing leaves them opaque; each scales
@@ -525,7 +634,7 @@ KERAS_HUB_FOLLOWERS = frozenset(
         "keras_hub.src.models.dinov3.dinov3_layers.DINOV3DropPath",
     }
 )
-_WEIGHTLESS_FOLLOWER = Follower()
+_WEIGHTLESS_FOLLOWER = Follower(pointwise=True)
 
 
 def register_handler(cls, handler):
@@ -624,21 +733,28 @@ def _is_elementwise(activation):
 
 _L = keras.layers
 _STATELESS = Follower(shared_state=False)
+_POINTWISE = Follower(shared_state=False, pointwise=True)
 _CHANNEL_VECTOR = ChannelVectorLayer()
 for _cls in (
-    _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Dropout, _L.SpatialDropout1D,
-    _L.SpatialDropout2D, _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout,
-    _L.AlphaDropout, _L.Identity, _L.ActivityRegularization, _L.MaxPooling1D, _L.MaxPooling2D,
-    _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D,
-    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
-    _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D, _L.UpSampling1D,
-    _L.UpSampling2D, _L.UpSampling3D, _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D,
-    _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, StochasticDepth, np_ops.Pad,
+    _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Dropout, _L.GaussianNoise, _L.GaussianDropout,
+    _L.AlphaDropout, _L.Identity, _L.ActivityRegularization, StochasticDepth,
+):  # fmt: skip
+    register_handler(_cls, _POINTWISE)
+for _cls in (
+    _L.SpatialDropout1D, _L.SpatialDropout2D, _L.SpatialDropout3D, _L.MaxPooling1D,
+    _L.MaxPooling2D, _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D,
+    _L.AveragePooling3D, _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D,
+    _L.GlobalAveragePooling3D, _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D,
+    _L.GlobalMaxPooling3D, _L.UpSampling1D, _L.UpSampling2D, _L.UpSampling3D,
+    _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D, _L.Cropping1D, _L.Cropping2D,
+    _L.Cropping3D, np_ops.Pad,
 ):  # fmt: skip
     register_handler(_cls, _STATELESS)
-register_handler(_L.Softmax, ChannelHandler())  # normalises over the channels
-register_handler(_L.Rescaling, ScalarRescaling(shared_state=False))
-register_handler(_L.Activation, ElementwiseActivation(shared_state=False))
+for _cls in (_L.Softmax, nn_ops.Softmax, nn_ops.LogSoftmax):
+    register_handler(_cls, Softmax())
+register_handler(np_ops.Matmul, Matmul())
+register_handler(_L.Rescaling, ScalarRescaling(shared_state=False, pointwise=True))
+register_handler(_L.Activation, ElementwiseActivation(shared_state=False, pointwise=True))
 register_handler(_L.PReLU, PReLUFollower(weights=("alpha",)))
 _BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 register_handler(_L.BatchNormalization, NormalizationFollower(weights=_BN_WEIGHTS))
