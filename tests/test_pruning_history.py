@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 from test_pruning import randomize
+from test_pruning_attention import vit_like
 from test_pruning_groups import ALL_CONVS, residual, run, sample
+from test_pruning_raw_heads import raw_attention
 from test_pruning_raw_ops import cross_stage
 
 from keras_topo.pruning import PruningHistory, prune_channels, replay
@@ -108,3 +110,24 @@ def test_bad_history_files_raise():
         PruningHistory.from_dict(
             {**data, "mode": "remove", "layers": [{"name": "a", "before": 8, "removed": [8]}]}
         )
+
+
+@pytest.mark.parametrize("layers", ["mha0", "q"])
+def test_attention_heads_replay_from_json(layers, tmp_path):
+    """Heads of an attention layer (an entry "mha0/heads") and heads split off by a reshape
+    (whole heads' channels of q, k and v) replay on another checkpoint, through a JSON file."""
+    build = vit_like if layers == "mha0" else raw_attention
+    model, other = build(), build()
+    for variable in other.weights:  # another checkpoint: other weights, same architecture
+        values = keras.ops.convert_to_numpy(variable)
+        variable.assign(values[..., ::-1] if values.ndim else values)
+    first, report = prune_channels(model, 0.5, layers=[layers], report=True)
+    assert {entry.name for entry in report.history.layers} >= (
+        {"mha0/heads"} if layers == "mha0" else {"q", "k", "v"}
+    )
+    report.history.save(tmp_path / "history.json")
+    replayed = replay(other, tmp_path / "history.json")
+    assert replayed.count_params() == first.count_params()
+    masked = replay(other, tmp_path / "history.json", mode="mask")
+    x = np.random.default_rng(2).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(run(replayed, x), run(masked, x), atol=1e-5)

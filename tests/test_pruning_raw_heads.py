@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_topo.pruning import channel_groups, count_macs, head_layers, prune_channels
+from keras_topo.pruning import (
+    PruningHistory,
+    channel_groups,
+    count_macs,
+    head_layers,
+    prune_channels,
+    replay,
+)
+from keras_topo.pruning.history import LayerPruning
 
 TOKENS, WIDTH, HEADS = 5, 12, 3
 DEPTH = WIDTH // HEADS
@@ -161,3 +169,9 @@ def test_pruned_heads_survive_keras_save(tmp_path):
     pruned.save(tmp_path / "pruned.keras")
     loaded = keras.models.load_model(tmp_path / "pruned.keras")
     np.testing.assert_allclose(run(loaded, x), run(pruned, x), atol=1e-6)
+
+
+def test_a_history_removing_part_of_a_head_is_refused():
+    partial = [LayerPruning(name, WIDTH, [0, 1]) for name in "qkv"]  # half of head 0
+    with pytest.raises(ValueError, match="removes part of a unit of 4 channels"):
+        replay(raw_attention(), PruningHistory(partial, "group", "remove"))

@@ -2,7 +2,8 @@
 
 `prune_channels(..., report=True)` returns a `PruningReport` whose `history` lists, for every
 layer that makes channels (conv, dense: the producers) and lost some, its output width before
-and after and the indices of the removed output channels. `replay(model, history)` prunes
+and after and the indices of the removed output channels; an attention layer's heads are an
+entry of their own, `"<layer name>/heads"` (head indices; Keras layer names hold no "/"). `replay(model, history)` prunes
 another model of the same architecture (another checkpoint: same layer names and widths,
 other weights) the same way: the same channels leave the same layers, and everything coupled
 to them (batch norms, residual sums, consumers) follows, as in the first pruning.
@@ -18,6 +19,7 @@ from keras_topo.pruning.group_rebuild import rebuild_groups
 
 FORMAT = "keras_topo.pruning_history"
 VERSION = 1
+HEADS = "/heads"  # entry name suffix of an attention layer's heads (its inner channel space)
 
 
 class LayerPruning:
@@ -85,11 +87,9 @@ class PruningHistory:
     def from_groups(cls, graph, kept_by_space, mode):
         """The producers' removed output channels when `graph`'s groups keep `kept_by_space`
         (root space -> kept channel indices), as `coupling="group"` prunes them."""
-        widths, kept = {}, {}
-        for op in _producers(graph):
-            layout = graph.op_spaces[(id(op), 0)]
-            widths[graph.name_of(op)] = graph.width(layout)
-            kept[graph.name_of(op)] = graph.kept(layout, kept_by_space)
+        layouts = _recorded_layouts(graph)
+        widths = {name: graph.width(layout) for name, layout in layouts.items()}
+        kept = {name: graph.kept(layout, kept_by_space) for name, layout in layouts.items()}
         return cls.from_kept(widths, kept, "group", mode)
 
     def to_dict(self):
@@ -163,22 +163,29 @@ def replay(model, history, mode=None):
 
 def _kept_by_space(model, graph, history):
     """The groups' kept channels from the history's producers; checks that it fits."""
-    producers = {graph.name_of(op): op for op in _producers(graph)}
-    recorded = {entry.name for entry in history.layers}
+    layouts = _recorded_layouts(graph)
+    recorded = {entry.name.removesuffix(HEADS) for entry in history.layers}
     groups = {graph.root(group): group for group in graph.groups()}
     kept_by_space, source = {}, {}
     for entry in history.layers:
-        op = producers.get(entry.name)
-        layout = graph.op_spaces[(id(op), 0)] if op is not None else None
-        _check_width(model, entry, op, None if layout is None else graph.width(layout))
+        layout = layouts.get(entry.name)
+        _check_width(model, entry, layout, None if layout is None else graph.width(layout))
         offset = 0
         for block in layout:
             root = graph.find(block.space)
             size = graph.sizes[root]
-            channels = offset + np.arange(size)
-            kept = np.flatnonzero(~np.isin(channels, entry.removed))
-            offset += size
+            # channel c * inner + k of the block is channel c of its group (heads: k < D)
+            channels = offset + np.arange(size * block.inner).reshape(size, block.inner)
+            removed = np.isin(channels, entry.removed)
+            offset += size * block.inner
             group = groups[root]
+            if np.any(removed.any(axis=1) != removed.all(axis=1)):
+                raise ValueError(
+                    f"The history does not fit model {model.name!r}: it removes part of a "
+                    f"unit of {block.inner} channels (an attention head) of layer "
+                    f"{entry.name!r}, which leave together here (group {group.index})."
+                )
+            kept = np.flatnonzero(~removed.all(axis=1))
             if len(kept) == size:
                 continue
             if not group.prunable:
@@ -205,8 +212,9 @@ def _kept_by_space(model, graph, history):
     return kept_by_space
 
 
-def _check_width(model, entry, layer, width):
-    if layer is None:
+def _check_width(model, entry, found, width):
+    """`found`: the layer (or layout) the entry names in `model`, None if none."""
+    if found is None:
         raise ValueError(
             f"The history does not fit model {model.name!r}: it has no layer {entry.name!r} "
             "that makes channels (the history was recorded on another architecture)."
@@ -216,6 +224,17 @@ def _check_width(model, entry, layer, width):
             f"The history does not fit model {model.name!r}: layer {entry.name!r} has {width} "
             f"output channels, the history was recorded with {entry.before}."
         )
+
+
+def _recorded_layouts(graph):
+    """`{entry name: layout}` of what a history records: each producer's output channels (by
+    its graph name) and each attention layer's heads (`name + HEADS`)."""
+    layouts = {}
+    for op in _producers(graph):
+        layouts[graph.name_of(op)] = graph.op_spaces[(id(op), 0)]
+        for heads in graph.inner_layouts(op):
+            layouts[graph.name_of(op) + HEADS] = heads
+    return layouts
 
 
 def _producers(graph):
