@@ -175,3 +175,16 @@ def test_a_history_removing_part_of_a_head_is_refused():
     partial = [LayerPruning(name, WIDTH, [0, 1]) for name in "qkv"]  # half of head 0
     with pytest.raises(ValueError, match="removes part of a unit of 4 channels"):
         replay(raw_attention(), PruningHistory(partial, "group", "remove"))
+
+
+def test_a_constant_varying_along_the_heads_blocks_them():
+    """`x * c` with `c` of shape `(1, H, 1, 1)` weighs each head differently: the heads are
+    kept apart, but the constant cannot be narrowed with them, so they are not pruned."""
+    inputs = keras.Input((TOKENS, WIDTH))
+    q = keras.layers.Dense(WIDTH, name="q")(inputs)
+    heads = ops.transpose(ops.reshape(q, (-1, TOKENS, HEADS, DEPTH)), (0, 2, 1, 3))
+    heads = heads * np.arange(1.0, HEADS + 1, dtype="float32").reshape(1, HEADS, 1, 1)
+    merged = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (-1, TOKENS, WIDTH))
+    model = keras.Model(inputs, keras.layers.Dense(4)(merged))
+    (group,) = [g for g in channel_groups(model) if ("q", "produces") in _roles(g)]
+    assert not group.prunable

@@ -166,10 +166,12 @@ class NormalizationFollower(Follower):
 
     Layer normalisation over channels is not a function-preserving mask: its mean and variance
     span the channels, so a removed channel changes the kept ones (`mask` != `remove`; pass
-    `independent_channels=False`)."""
+    `independent_channels=False`). Layer normalisation is `pointwise` on the other axes
+    (attention heads stay apart); batch normalisation is not (in training its statistics span
+    every other axis)."""
 
-    def __init__(self, weights=(), independent_channels=True):
-        super().__init__(weights=weights, pointwise=True)
+    def __init__(self, weights=(), independent_channels=True, pointwise=False):
+        super().__init__(weights=weights, pointwise=pointwise)
         self.independent_channels = independent_channels
 
     def channels_last(self, op, tensor):
@@ -192,7 +194,6 @@ class ChannelVectorLayer(NormalizationFollower):
 
     def __init__(self):
         super().__init__(independent_channels=False)
-        self.pointwise = False  # a custom layer: what it does to other axes is unknown
 
     @staticmethod
     def applies(op):
@@ -268,8 +269,7 @@ class Reshape(Follower):
         in_shape, out_shape = tensor.shape, outputs[0].shape
         heads = graph.heads.get(graph.call.inputs[0])
         if heads is not None and head_axis.head_merge(in_shape, out_shape, heads[0]):
-            within = (layout,)
-            graph.block(within, f"{op.name!r} merges them with attention heads")
+            graph.block([layout], f"channels within an attention head, merged by {op.name!r}")
             return [tuple(Block(b.space, b.inner * in_shape[-1]) for b in heads[1])]
         depth = head_axis.head_split(in_shape, out_shape)
         if depth is not None:
@@ -559,9 +559,7 @@ class Elementwise(ChannelHandler):
     def head_axes(self, op, inputs, outputs, axes, graph):
         """The heads of all inputs line up under broadcasting (`attention * scale`); a
         constant argument must not vary along them."""
-        shapes = [tuple(tensor.shape) for tensor, _ in inputs]
-        shapes += [np.shape(a) for a in graph.arguments if np.ndim(a)]
-        axes = list(axes) + [None] * (len(shapes) - len(axes))
+        shapes, axes = _operands(inputs, axes, graph)
         axis = head_axis.broadcast_axis(shapes, axes, len(outputs[0].shape))
         return None if axis is None else [axis] * len(outputs)
 
@@ -582,7 +580,8 @@ class Matmul(ChannelHandler):
     shared_state = False
 
     def head_axes(self, op, inputs, outputs, axes, graph):
-        shapes = [tuple(tensor.shape) for tensor, _ in inputs]
+        """A constant operand (`x @ w`) must not vary along the heads either."""
+        shapes, axes = _operands(inputs, axes, graph)
         axis = head_axis.broadcast_axis(shapes, axes, len(outputs[0].shape), batch_only=True)
         return None if axis is None else [axis]
 
@@ -666,6 +665,14 @@ def get_handler(op):
     if ChannelVectorLayer.applies(op):
         return _CHANNEL_VECTOR
     return ChannelHandler()
+
+
+def _operands(inputs, axes, graph):
+    """`(shapes, heads axes)` of a call's tensor inputs, then of its array constants (no
+    heads), for `head_axis.broadcast_axis`."""
+    shapes = [tuple(tensor.shape) for tensor, _ in inputs]
+    constants = [np.shape(a) for a in graph.arguments if np.ndim(a)]
+    return shapes + constants, list(axes) + [None] * len(constants)
 
 
 def _target_shape(op):
@@ -760,7 +767,7 @@ _BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 register_handler(_L.BatchNormalization, NormalizationFollower(weights=_BN_WEIGHTS))
 register_handler(
     _L.LayerNormalization,
-    NormalizationFollower(weights=("gamma", "beta"), independent_channels=False),
+    NormalizationFollower(weights=("gamma", "beta"), independent_channels=False, pointwise=True),
 )
 register_handler(LayerScale, Follower(weights=("gamma",), config_key="projection_dim"))
 register_handler(_L.Reshape, Reshape(shared_state=True))
