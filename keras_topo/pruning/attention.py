@@ -117,14 +117,14 @@ def head_layers(model):
     reshape splits a `Dense`'s channels into heads, `keras_topo.pruning.head_axis`), the first
     layer that produces each group of coupled heads (its query, key or value projection)."""
     graph = ChannelGraph(model)
-    found, seen = {}, set()
+    heads, found, seen = graph.head_roots(), {}, set()
     for call in graph.calls:
         op = call.op
         if graph.inner_layouts(op):
             found.setdefault(id(op), op)
             continue
         roots = {graph.find(b.space) for b in graph.op_spaces.get((id(op), 0), ())}
-        if roots and roots <= graph.head_roots() and not roots & seen:
+        if roots and roots <= heads and not roots & seen:
             found.setdefault(id(op), op)
             seen |= roots
     return list(found.values())

@@ -232,7 +232,8 @@ class ChannelGraph(InlinedGraph):
 
     def is_heads(self, layout):
         """Whether every channel of `layout` is an attention head split off by a reshape."""
-        return all(self.find(b.space) in self.head_roots() for b in self.resolve(layout))
+        heads = self.head_roots()
+        return all(self.find(b.space) in heads for b in self.resolve(layout))
 
     def _coarsen(self, root, factor):
         """Makes root space `root` a space of `size / factor` units of `factor` channels: it
